@@ -1,0 +1,86 @@
+"""The `seqserve` command: export Keras files into the store, and serve the store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from seqserve.errors import SeqserveError
+
+
+def _export(args: argparse.Namespace) -> int:
+    from seqserve.export import export_model
+
+    report = export_model(
+        args.src,
+        name=args.name,
+        store=args.store,
+        version=args.version,
+        stateful=args.stateful,
+        target=args.target,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from seqserve.config import Settings
+    from seqserve.server import serve
+
+    # Flags given on the command line win over SEQSERVE_* variables, which win over defaults.
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="export a .keras or .h5 file into the model store")
+    export.add_argument("src", type=Path, help="Keras model file (.keras, or legacy .h5)")
+    export.add_argument("--name", required=True, help="model name in the store")
+    export.add_argument("--store", type=Path, default=Path("model_store"), help="model store directory")
+    export.add_argument("--version", type=int, default=None, help="version number (default: next free)")
+    export.add_argument(
+        "--stateful",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="carry state between requests of a sequence (default: as the Keras layers say)",
+    )
+    export.add_argument("--target", choices=["cpu", "cuda"], default="cpu", help="execution provider to export for")
+    export.add_argument("--quiet", action="store_true", help="no progress bars")
+    export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="serve the model store over KServe V2 REST and gRPC")
+    serve.add_argument("--store", type=Path, help="model store directory [SEQSERVE_STORE, model_store]")
+    serve.add_argument("--host", help="bind address [SEQSERVE_HOST, 0.0.0.0]")
+    serve.add_argument("--http-port", dest="http_port", type=int, help="REST port [SEQSERVE_HTTP_PORT, 8000]")
+    serve.add_argument("--grpc-port", dest="grpc_port", type=int, help="gRPC port [SEQSERVE_GRPC_PORT, 8001]")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], help="execution provider [SEQSERVE_DEVICE, auto]")
+    serve.add_argument("--log-level", dest="log_level", help="logging level [SEQSERVE_LOG_LEVEL, info]")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except SeqserveError as e:
+        print(f"seqserve {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

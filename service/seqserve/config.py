@@ -1,0 +1,41 @@
+"""Server-wide settings: one pydantic-settings class, every field also a SEQSERVE_* variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    """What `seqserve serve` runs with. CLI flags override the environment, which overrides these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore")
+
+    store: Path = Field(Path("model_store"), description="Model store directory: <store>/<name>/<version>/.")
+    host: str = Field("0.0.0.0", description="Address both servers bind to.")
+    http_port: int = Field(8000, description="REST (KServe V2 + binary tensor extension) port; 0 disables REST.")
+    grpc_port: int = Field(8001, description="gRPC (inference.GRPCInferenceService) port; 0 disables gRPC.")
+    device: Device = Field(
+        "auto", description="Execution provider: cuda, cpu, or auto (CUDA when onnxruntime-gpu sees a GPU)."
+    )
+    cuda_tf32: bool = Field(
+        False, description="Allow TF32 on CUDA. Off by default: with it on, cuDNN LSTMs differ from Keras by ~1e-3."
+    )
+    intra_op_threads: int = Field(
+        1,
+        description="ONNX Runtime intra-op threads per model (0 = ORT default). One is the default because "
+        "spinning ORT workers starve the event loop on small machines; raise it for long sequences.",
+    )
+    inter_op_threads: int = Field(1, description="ONNX Runtime inter-op threads per model (0 = ORT default).")
+    allow_spinning: bool = Field(False, description="Let ORT worker threads spin while waiting for work.")
+    max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body (HTTP 413 above).")
+    store_poll_seconds: float = Field(
+        2.0, description="How often the store directory is re-scanned for added or removed versions (0 = never)."
+    )
+    warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
+    log_level: str = Field("info", description="Python logging level name.")

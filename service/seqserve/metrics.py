@@ -1,0 +1,47 @@
+"""Prometheus metrics, in a registry of their own so several servers can live in one test process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+# Buckets from 100 us: a single streamed step on the CPU takes a fraction of a millisecond.
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model", "version"]
+        self.requests = Counter(
+            "seqserve_inference_requests", "Inference requests received.", labels, registry=self.registry
+        )
+        self.failures = Counter(
+            "seqserve_inference_failures",
+            "Inference requests that failed, by error class.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "seqserve_inference_request_seconds",
+            "Time in the data plane per request, queueing and compute included.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "seqserve_inference_queue_seconds",
+            "Time a request waited for a compute thread.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "seqserve_inference_compute_seconds",
+            "Time ONNX Runtime spent on a request.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,31 @@
+"""Choosing ONNX Runtime execution providers for a `--device` setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnxruntime as ort
+
+from seqserve.errors import ModelNotReady
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+ProviderList = list[tuple[str, dict[str, Any]]]
+
+
+def cuda_available() -> bool:
+    return CUDA in ort.get_available_providers()
+
+
+def resolve_providers(device: str, cuda_tf32: bool = False) -> ProviderList:
+    """Providers in priority order. CPU is always last so ORT can place what CUDA cannot run."""
+    if device == "cpu" or (device == "auto" and not cuda_available()):
+        return [(CPU, {})]
+    if not cuda_available():
+        raise ModelNotReady(
+            "device 'cuda' was asked for but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use --device cpu"
+        )
+    # TF32 changes LSTM results by ~1e-3; exactness to Keras is the default.
+    return [(CUDA, {"use_tf32": "1" if cuda_tf32 else "0"}), (CPU, {})]

@@ -1,0 +1,85 @@
+"""Wires settings, store, runtime and data plane together and runs the REST and gRPC servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from seqserve.config import Settings
+from seqserve.dataplane import DataPlane
+from seqserve.runtime.providers import resolve_providers
+from seqserve.runtime.session import OrtModel, session_options
+from seqserve.store.model_store import Loader, ModelStore
+from seqserve.store.signature import Signature
+
+log = logging.getLogger(__name__)
+
+
+def model_loader(settings: Settings) -> Loader:
+    """How the store turns a version directory into a runnable, warmed-up model."""
+    providers = resolve_providers(settings.device, settings.cuda_tf32)
+
+    def load(model_path: Path, signature: Signature) -> OrtModel:
+        options = session_options(settings.intra_op_threads, settings.inter_op_threads, settings.allow_spinning)
+        model = OrtModel(model_path, signature, providers, options)
+        if settings.warmup:
+            model.warm_up()
+        return model
+
+    return load
+
+
+def build_dataplane(settings: Settings) -> DataPlane:
+    store = ModelStore(settings.store, model_loader(settings))
+    store.scan()
+    return DataPlane(store)
+
+
+async def _follow_store(dataplane: DataPlane, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(dataplane.store.scan)
+        except Exception:  # a scan that fails now may succeed next time; never stop following
+            log.exception("rescanning the model store failed")
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until cancelled (SIGINT/SIGTERM stop uvicorn, which ends this)."""
+    dataplane = build_dataplane(settings)
+    tasks: list[asyncio.Task[None]] = []
+    grpc_server = None
+    if settings.grpc_port:
+        from seqserve.grpc.server import create_grpc_server
+
+        grpc_server = create_grpc_server(dataplane, settings)
+        await grpc_server.start()
+        log.info("gRPC listening on %s:%d", settings.host, settings.grpc_port)
+    if settings.store_poll_seconds > 0:
+        tasks.append(asyncio.create_task(_follow_store(dataplane, settings.store_poll_seconds)))
+    try:
+        if settings.http_port:
+            import uvicorn
+
+            from seqserve.rest.app import create_app
+
+            config = uvicorn.Config(
+                create_app(dataplane, settings),
+                host=settings.host,
+                port=settings.http_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
+            await uvicorn.Server(config).serve()
+        elif grpc_server is not None:
+            await grpc_server.wait_for_termination()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if grpc_server is not None:
+            await grpc_server.stop(grace=1.0)
+        dataplane.close()

@@ -1,0 +1,92 @@
+"""The signature written beside every exported ONNX file, and read by the server.
+
+It is the contract between the exporter and the server: which tensors a client sends and gets back,
+which graph inputs/outputs carry recurrent state (the server feeds and keeps those; clients never
+see them as plain inputs), and where the model came from and how exact its export was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqserve.errors import InvalidInput
+
+SIGNATURE_FILE = "signature.json"
+MODEL_FILE = "model.onnx"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A client-visible tensor. Dimension -1 is free (batch, timesteps)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state tensor: graph input `input` is the state before the call, `output` after it.
+
+    `shape` includes the batch dimension (-1). `layer` is the Keras layer it belongs to and `kind`
+    its role there (`h`, `c`, or `forward_h`... for Bidirectional).
+    """
+
+    name: str
+    input: str
+    output: str
+    datatype: str
+    shape: list[int]
+    layer: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Everything the server needs to know about an exported model, beside the ONNX file itself."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    states: list[StateSpec] = field(default_factory=list)
+    stateful: bool = False
+    target: str = "cpu"
+    source: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    def write(self, directory: Path) -> Path:
+        path = directory / SIGNATURE_FILE
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        try:
+            return cls(
+                inputs=[TensorSpec(**t) for t in data["inputs"]],
+                outputs=[TensorSpec(**t) for t in data["outputs"]],
+                states=[StateSpec(**s) for s in data.get("states", [])],
+                stateful=bool(data.get("stateful", False)),
+                target=data.get("target", "cpu"),
+                source=dict(data.get("source", {})),
+                parity=dict(data.get("parity", {})),
+                format=int(data.get("format", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError) as e:
+            raise InvalidInput(f"malformed signature: {e}") from None
+
+    @classmethod
+    def read(cls, directory: Path) -> Signature:
+        path = directory / SIGNATURE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InvalidInput(f"cannot read {path}: {e}") from None
+        return cls.from_dict(data)

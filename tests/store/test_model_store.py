@@ -1,0 +1,77 @@
+"""The store finds versions on disk, serves the highest ready one, and follows additions and removals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers.onnx_models import write_embedding_model, write_lstm_model
+from seqserve.errors import ModelNotFound, ModelNotReady
+from seqserve.store.model_store import ModelStore
+from seqserve.store.signature import MODEL_FILE
+
+
+def _loader(path: Path, signature: object) -> str:
+    return f"loaded {path.parent.name}"
+
+
+def test_highest_ready_version_is_served_unless_one_is_named(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    write_lstm_model(tmp_path, "m", 3)
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    assert store.get_ready("m").version == 3
+    assert store.get_ready("m", "1").version == 1
+    assert [v.version for v in store.versions("m")] == [1, 3]
+
+
+def test_unknown_model_and_version_are_not_found(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    with pytest.raises(ModelNotFound, match="unknown model 'other'"):
+        store.get_ready("other")
+    with pytest.raises(ModelNotFound, match="no version 2"):
+        store.get_ready("m", "2")
+    with pytest.raises(ModelNotFound, match="positive integers"):
+        store.get_ready("m", "latest")
+
+
+def test_versions_added_and_removed_are_followed_on_rescan(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    write_lstm_model(tmp_path, "m", 2)
+    write_embedding_model(tmp_path, "e", 1)
+    store.scan()
+    assert store.get_ready("m").version == 2
+    assert store.names() == ["e", "m"]
+    shutil.rmtree(tmp_path / "m" / "2")
+    store.scan()
+    assert store.get_ready("m").version == 1
+
+
+def test_incomplete_and_hidden_directories_are_not_versions(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    (tmp_path / "m" / "2").mkdir()  # no files yet: an export in progress writes elsewhere, but be safe
+    partial = write_lstm_model(tmp_path, "m", 3)
+    (partial / MODEL_FILE).unlink()
+    write_lstm_model(tmp_path, ".tmp-export", 1)
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    assert store.names() == ["m"]
+    assert [v.version for v in store.versions("m")] == [1]
+
+
+def test_a_version_that_fails_to_load_is_not_ready_and_says_why(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    broken = write_lstm_model(tmp_path, "m", 2)
+    (broken / "signature.json").write_text("{not json")
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    # The broken version 2 does not hide the good version 1.
+    assert store.get_ready("m").version == 1
+    with pytest.raises(ModelNotReady, match="version 2 is not ready: cannot read"):
+        store.get_ready("m", "2")
