@@ -62,7 +62,10 @@ async def test_only_requested_outputs_are_returned_in_requested_order(dataplane:
         ([Tensor("y", "FP32", _x())], "unknown input 'y' for model 'lstm'; expected 'x'"),
         ([], "expects input(s) 'x', not given"),
         ([Tensor("x", "FP64", _x().astype(np.float64))], "input 'x' has datatype FP64, expected FP32"),
-        ([Tensor("x", "FP32", np.zeros((2, 5, 4), np.float32))], r"has shape [2, 5, 4], expected [-1 (any), -1 (any), 3]"),
+        (
+            [Tensor("x", "FP32", np.zeros((2, 5, 4), np.float32))],
+            "has shape [2, 5, 4], expected [-1 (any), -1 (any), 3]",
+        ),
         ([Tensor("x", "FP32", np.zeros((2, 3), np.float32))], "has shape [2, 3]"),
         ([Tensor("x", "FP32", np.zeros((2, 0, 3), np.float32))], "empty dimension"),
         ([Tensor("x", "FP32", _x()), Tensor("x", "FP32", _x())], "given more than once"),

@@ -39,3 +39,20 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
     log_level: str = Field("info", description="Python logging level name.")
+
+    sessions: str = Field(
+        "memory", description="Where session states live: `memory` (this process) or `redis://host:port/db`."
+    )
+    max_sequence_idle: float = Field(
+        300.0, description="Seconds a sequence may stay idle before its state is dropped (0 = never)."
+    )
+    max_sessions: int = Field(100_000, description="Most sessions held at once (memory store).")
+    max_session_bytes: int = Field(1 << 30, description="Most bytes of session state held at once (memory store).")
+    session_eviction_grace: float = Field(
+        5.0,
+        description="When full, the least recently used session is evicted only if idle this many seconds; "
+        "otherwise a new session is refused, so a flood of new sessions cannot push out active streams.",
+    )
+    max_pending_per_session: int = Field(
+        16, description="Requests of one session that may wait for their turn; more are refused."
+    )

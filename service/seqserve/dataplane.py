@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from seqserve import __version__
-from seqserve.errors import InvalidInput, SeqserveError
+from seqserve.errors import InvalidInput, SeqserveError, SessionConflict, SessionNotFound
 from seqserve.inference import (
     InferRequest,
     InferResponse,
@@ -26,22 +26,32 @@ from seqserve.inference import (
 )
 from seqserve.metrics import Metrics
 from seqserve.runtime.session import OrtModel
+from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
+from seqserve.sessions.manager import SessionManager, session_key
+from seqserve.sessions.state import SessionState
+from seqserve.sessions.stores import MemoryStateStore
 from seqserve.store.model_store import ModelStore, ModelVersion
-from seqserve.store.signature import Signature, TensorSpec
+from seqserve.store.signature import Signature, StateSpec, TensorSpec
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "seqserve"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "sequence"]
 PLATFORM = "onnxruntime_onnx"
-# Triton's sequence parameters: served by the session manager, not by plain inference.
-SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 
 
 class DataPlane:
-    def __init__(self, store: ModelStore, metrics: Metrics | None = None, compute_threads: int = 0) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        sessions: SessionManager | None = None,
+        metrics: Metrics | None = None,
+        compute_threads: int = 0,
+    ) -> None:
         self.store = store
+        self.sessions = sessions or SessionManager(MemoryStateStore())
         self.metrics = metrics or Metrics()
+        self.metrics.watch_sessions(self.sessions.store)
         self._executor = ThreadPoolExecutor(
             max_workers=compute_threads or max(2, os.cpu_count() or 1), thread_name_prefix="seqserve-compute"
         )
@@ -80,29 +90,100 @@ class DataPlane:
     # -- inference -----------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        mv = self.store.get_ready(request.model_name, request.model_version)
-        labels = (mv.name, str(mv.version))
+        control = SequenceControl.from_parameters(request.parameters)
+        # A continuing sequence runs on the version it started on, whatever is newest now.
+        if control is None or control.start:
+            mv = self.store.get_ready(request.model_name, request.model_version)
+            labels = (mv.name, str(mv.version))
+        else:
+            labels = (request.model_name, request.model_version or "session")
         self.metrics.requests.labels(*labels).inc()
         started = time.perf_counter()
         try:
-            response = await self._infer(mv, request)
+            if control is None:
+                response = await self._infer_stateless(mv, request)
+            else:
+                response = await self._infer_sequence(request, control)
         except SeqserveError as e:
             self.metrics.failures.labels(*labels, type(e).__name__).inc()
-            log.info("request %s to %s/%d failed: %s", request.id or "-", mv.name, mv.version, e)
+            log.info("request %s to model %s failed: %s", request.id or "-", request.model_name, e)
             raise
         self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
         return response
 
-    async def _infer(self, mv: ModelVersion, request: InferRequest) -> InferResponse:
-        signature, model = mv.signature, mv.model
-        assert signature is not None and isinstance(model, OrtModel)
-        for key in SEQUENCE_PARAMETERS:
-            if key in request.parameters:
-                raise InvalidInput(f"parameter '{key}': sequences are not served yet by this version of seqserve")
+    async def _infer_stateless(self, mv: ModelVersion, request: InferRequest) -> InferResponse:
+        signature, model = _parts(mv)
         feeds, batch_size = validate_inputs(signature, mv.name, request.inputs)
         wanted = select_outputs(signature, mv.name, request)
         feeds.update(model.zero_states(batch_size))
+        results = await self._run(mv, feeds)
+        return _response(mv, request, wanted, results)
 
+    async def _infer_sequence(self, request: InferRequest, control: SequenceControl) -> InferResponse:
+        name = request.model_name
+        key = session_key(name, control.id)
+        async with self.sessions.exclusive(key, control):
+            if control.start:
+                mv = self.store.get_ready(name, request.model_version)
+                previous = None
+            else:
+                _require_stateful(self.store.get_ready(name, request.model_version))
+                previous = await self._load_session(key, name, control)
+                mv = self.store.get_ready(name, str(previous.version))
+                if request.model_version and request.model_version != str(previous.version):
+                    raise InvalidInput(
+                        f"{control.describe()} runs on version {previous.version} of model '{name}', "
+                        f"not {request.model_version}: a session stays on the version it started on"
+                    )
+            signature, model = _require_stateful(mv)
+            wanted = select_outputs(signature, name, request)
+            if previous is not None and control.step is not None:
+                replay = _check_step(control, previous)
+                if replay is not None:
+                    return _response(mv, request, wanted, replay, step=previous.step)
+            if control.start and control.step not in (None, 1):
+                raise InvalidInput(f"'{SEQUENCE_STEP}' of a sequence start must be 1, not {control.step}")
+
+            inputs, initial = split_state_inputs(signature, request.inputs, allowed=control.start)
+            feeds, batch_size = validate_inputs(signature, name, inputs)
+            if previous is None:
+                states = model.zero_states(batch_size)
+                states.update(validate_states(signature, initial, batch_size))
+            else:
+                if batch_size != previous.batch_size:
+                    raise InvalidInput(
+                        f"{control.describe()} has batch size {previous.batch_size} (set by its first request), "
+                        f"this request has {batch_size}"
+                    )
+                states = {spec.input: previous.states[spec.name] for spec in signature.states}
+            results = await self._run(mv, feeds | states)
+
+            step = 1 if previous is None else previous.step + 1
+            # The new state is stored before the answer leaves, so an answered step is never lost.
+            if control.end:
+                await self.sessions.store.delete(key)
+            else:
+                outputs = {spec.name: results[spec.name] for spec in signature.outputs}
+                state = SessionState(
+                    model=name,
+                    version=mv.version,
+                    batch_size=batch_size,
+                    states={spec.name: results[spec.output] for spec in signature.states},
+                    step=step,
+                    last_outputs=outputs if control.step is not None else None,
+                )
+                await self.sessions.store.save(key, state, expected_step=None if previous is None else previous.step)
+            return _response(mv, request, wanted, results, step=step)
+
+    async def _load_session(self, key: str, name: str, control: SequenceControl) -> SessionState:
+        try:
+            return await self.sessions.store.load(key)
+        except SessionNotFound as e:
+            raise SessionNotFound(f"{control.describe()} of model '{name}' {e}") from None
+
+    async def _run(self, mv: ModelVersion, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs the model on a compute thread, so the event loop keeps serving while ORT works."""
+        _, model = _parts(mv)
         labels = (mv.name, str(mv.version))
         submitted = time.perf_counter()
 
@@ -113,11 +194,90 @@ class DataPlane:
             self.metrics.compute_seconds.labels(*labels).observe(time.perf_counter() - began)
             return result
 
-        results = await asyncio.get_running_loop().run_in_executor(self._executor, run)
-        outputs = [Tensor(spec.name, spec.datatype, results[spec.name]) for spec in wanted]
-        return InferResponse(
-            model_name=mv.name, model_version=str(mv.version), id=request.id, outputs=outputs
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+
+def _require_stateful(mv: ModelVersion) -> tuple[Signature, OrtModel]:
+    signature, model = _parts(mv)
+    if not signature.stateful:
+        raise InvalidInput(
+            f"model '{mv.name}' was exported without state, so it cannot carry a sequence; "
+            "export it with `seqserve export --stateful`"
         )
+    return signature, model
+
+
+def _parts(mv: ModelVersion) -> tuple[Signature, OrtModel]:
+    assert mv.signature is not None and isinstance(mv.model, OrtModel), "only ready versions are run"
+    return mv.signature, mv.model
+
+
+def _response(
+    mv: ModelVersion,
+    request: InferRequest,
+    wanted: list[TensorSpec],
+    results: dict[str, np.ndarray],
+    step: int | None = None,
+) -> InferResponse:
+    outputs = [Tensor(spec.name, spec.datatype, results[spec.name]) for spec in wanted]
+    parameters = {} if step is None else {SEQUENCE_STEP: step}
+    return InferResponse(
+        model_name=mv.name, model_version=str(mv.version), id=request.id, outputs=outputs, parameters=parameters
+    )
+
+
+def _check_step(control: SequenceControl, previous: SessionState) -> dict[str, np.ndarray] | None:
+    """The stored answer when this numbered step was already applied; raises on a gap or an old step."""
+    assert control.step is not None
+    if control.step == previous.step and previous.last_outputs is not None:
+        return previous.last_outputs
+    if control.step != previous.step + 1:
+        raise SessionConflict(
+            f"{control.describe()} is at step {previous.step}; step {control.step} cannot be applied "
+            f"(the next one is {previous.step + 1})"
+        )
+    return None
+
+
+def split_state_inputs(
+    signature: Signature, inputs: list[Tensor], allowed: bool
+) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """Separates tensors named like a state (`lstm.h`) from model inputs: they seed a sequence's start."""
+    state_names = {s.name for s in signature.states}
+    model_inputs, initial = [], {}
+    for tensor in inputs:
+        if tensor.name in state_names:
+            if not allowed:
+                raise InvalidInput(
+                    f"state '{tensor.name}' can only be given with sequence_start=true "
+                    "(or through the session API)"
+                )
+            initial[tensor.name] = tensor
+        else:
+            model_inputs.append(tensor)
+    return model_inputs, initial
+
+
+def validate_states(signature: Signature, given: dict[str, Tensor], batch_size: int) -> dict[str, np.ndarray]:
+    """Checks client-supplied states against the signature; returns them keyed by graph input."""
+    feeds = {}
+    for spec in signature.states:
+        tensor = given.get(spec.name)
+        if tensor is None:
+            continue
+        expected = [batch_size, *spec.shape[1:]]
+        _check_state(spec, tensor, expected)
+        feeds[spec.input] = tensor.data
+    return feeds
+
+
+def _check_state(spec: StateSpec, tensor: Tensor, expected: list[int]) -> None:
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"state '{spec.name}' has datatype {tensor.datatype}, expected {spec.datatype}")
+    if list(tensor.data.shape) != expected:
+        raise InvalidInput(f"state '{spec.name}' has shape {list(tensor.data.shape)}, expected {expected}")
+    if not np.isfinite(tensor.data).all():
+        raise InvalidInput(f"state '{spec.name}' holds a NaN or infinite value")
 
 
 def validate_inputs(

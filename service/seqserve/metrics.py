@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Buckets from 100 us: a single streamed step on the CPU takes a fraction of a millisecond.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -43,5 +48,26 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_sessions(self, store: Any) -> None:
+        """Reports the session store's counts at scrape time (stores keep them; nothing to keep in sync)."""
+        self.registry.register(_SessionCollector(store))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SessionCollector(Collector):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Any]:
+        active = getattr(self.store, "active", None)
+        if active is not None:
+            yield GaugeMetricFamily("seqserve_sessions_active", "Sessions holding state.", value=active)
+        for name, attribute, text in (
+            ("seqserve_session_evictions", "evictions", "Sessions evicted to make room (least recently used)."),
+            ("seqserve_session_expiries", "expiries", "Sessions dropped after their idle timeout."),
+        ):
+            value = getattr(self.store, attribute, None)
+            if value is not None:
+                yield CounterMetricFamily(name, text, value=value)

@@ -11,6 +11,8 @@ from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.runtime.providers import resolve_providers
 from seqserve.runtime.session import OrtModel, session_options
+from seqserve.sessions.manager import SessionManager
+from seqserve.sessions.stores import MemoryStateStore, StateStore
 from seqserve.store.model_store import Loader, ModelStore
 from seqserve.store.signature import Signature
 
@@ -31,10 +33,33 @@ def model_loader(settings: Settings) -> Loader:
     return load
 
 
+def state_store(settings: Settings) -> StateStore:
+    if settings.sessions == "memory":
+        return MemoryStateStore(
+            max_sessions=settings.max_sessions,
+            max_bytes=settings.max_session_bytes,
+            idle_timeout=settings.max_sequence_idle,
+            eviction_grace=settings.session_eviction_grace,
+        )
+    raise ValueError(f"unknown session store {settings.sessions!r}; expected 'memory' or 'redis://...'")
+
+
 def build_dataplane(settings: Settings) -> DataPlane:
     store = ModelStore(settings.store, model_loader(settings))
     store.scan()
-    return DataPlane(store)
+    sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
+    return DataPlane(store, sessions)
+
+
+async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            dropped = await dataplane.sessions.store.sweep()
+            if dropped:
+                log.info("dropped %d idle sessions", dropped)
+        except Exception:
+            log.exception("sweeping idle sessions failed")
 
 
 async def _follow_store(dataplane: DataPlane, every: float) -> None:
@@ -59,6 +84,9 @@ async def serve(settings: Settings) -> None:
         log.info("gRPC listening on %s:%d", settings.host, settings.grpc_port)
     if settings.store_poll_seconds > 0:
         tasks.append(asyncio.create_task(_follow_store(dataplane, settings.store_poll_seconds)))
+    if settings.max_sequence_idle > 0:
+        sweep_every = min(max(settings.max_sequence_idle / 4, 0.05), 10.0)
+        tasks.append(asyncio.create_task(_sweep_sessions(dataplane, sweep_every)))
     try:
         if settings.http_port:
             import uvicorn

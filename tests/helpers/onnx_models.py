@@ -27,7 +27,9 @@ def _save(model: onnx.ModelProto, signature: Signature, store: Path, name: str, 
     return directory
 
 
-def write_lstm_model(store: Path, name: str = "lstm", version: int = 1, seed: int = 0) -> Path:
+def write_lstm_model(
+    store: Path, name: str = "lstm", version: int = 1, seed: int = 0, stateful: bool = False
+) -> Path:
     """x [N,T,3] -> LSTM(4) -> `last` [N,4] and `sequence` [N,T,4]; states `lstm.h`, `lstm.c`."""
     rng = np.random.default_rng(seed)
     w = rng.uniform(-0.5, 0.5, (1, 4 * UNITS, FEATURES)).astype(np.float32)
@@ -76,6 +78,7 @@ def write_lstm_model(store: Path, name: str = "lstm", version: int = 1, seed: in
             StateSpec(f"lstm.{k}", f"state_in.lstm.{k}", f"state_out.lstm.{k}", "FP32", [-1, UNITS], "lstm", k)
             for k in ("h", "c")
         ],
+        stateful=stateful,
         source={"file": "hand-built", "format": "onnx"},
     )
     return _save(model, signature, store, name, version)

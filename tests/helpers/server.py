@@ -44,11 +44,18 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    store: Path, *extra_args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    store: Path,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    log_dir: Path | None = None,
 ) -> Iterator[RunningServer]:
-    """`seqserve serve` in a child process (a real uvicorn and grpc.aio), stopped with SIGTERM at the end."""
+    """`seqserve serve` in a child process (a real uvicorn and grpc.aio), stopped with SIGTERM at the end.
+
+    Later `extra_args` win over the defaults given here (argparse keeps the last value of a flag).
+    """
     http_port, grpc_port = free_port(), free_port()
-    log_path = Path(store).parent / f"server-{http_port}.log"
+    log_path = Path(log_dir or Path(store).parent) / f"server-{http_port}.log"
     command = [
         sys.executable, "-m", "seqserve.cli", "serve", "--store", str(store), "--host", "127.0.0.1",
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--device", "cpu", *extra_args,

@@ -1,0 +1,73 @@
+"""One session's record: the recurrent states of every layer for its batch, and its step counter.
+
+The record is also what a state store keeps, so it serialises to one compact byte string (a JSON
+header and the raw arrays) for Redis; the in-memory store keeps the object itself.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_HEADER = struct.Struct("<I")
+
+
+@dataclass
+class SessionState:
+    model: str
+    version: int
+    batch_size: int
+    states: dict[str, np.ndarray]
+    # Requests applied so far. A client's `sequence_step` k names the k-th request of the session.
+    step: int = 0
+    # The answer to the last applied step, kept only when the client numbers its steps, so a retry
+    # of that step gets the same answer instead of advancing the state twice.
+    last_outputs: dict[str, np.ndarray] | None = None
+    last_used: float = field(default_factory=time.time)
+
+    @property
+    def nbytes(self) -> int:
+        outputs = sum(a.nbytes for a in self.last_outputs.values()) if self.last_outputs else 0
+        return sum(a.nbytes for a in self.states.values()) + outputs
+
+    def to_bytes(self) -> bytes:
+        arrays = [("s", k, v) for k, v in self.states.items()]
+        arrays += [("o", k, v) for k, v in (self.last_outputs or {}).items()]
+        header = {
+            "model": self.model,
+            "version": self.version,
+            "batch_size": self.batch_size,
+            "step": self.step,
+            "last_used": self.last_used,
+            "has_outputs": self.last_outputs is not None,
+            "arrays": [[kind, name, str(a.dtype), list(a.shape)] for kind, name, a in arrays],
+        }
+        encoded = json.dumps(header).encode()
+        body = b"".join(np.ascontiguousarray(a).tobytes() for _, _, a in arrays)
+        return _HEADER.pack(len(encoded)) + encoded + body
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> SessionState:
+        (length,) = _HEADER.unpack_from(blob)
+        header = json.loads(blob[_HEADER.size : _HEADER.size + length])
+        offset = _HEADER.size + length
+        states: dict[str, np.ndarray] = {}
+        outputs: dict[str, np.ndarray] = {}
+        for kind, name, dtype, shape in header["arrays"]:
+            count = int(np.prod(shape))
+            array = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+            offset += array.nbytes
+            (states if kind == "s" else outputs)[name] = array
+        return cls(
+            model=header["model"],
+            version=header["version"],
+            batch_size=header["batch_size"],
+            states=states,
+            step=header["step"],
+            last_outputs=outputs if header["has_outputs"] else None,
+            last_used=header["last_used"],
+        )

@@ -1,0 +1,232 @@
+"""Sequences through the data plane: state carried like Keras `stateful=True`, safely, per session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.onnx_models import run_directly, write_embedding_model, write_lstm_model
+from seqserve.config import Settings
+from seqserve.dataplane import DataPlane
+from seqserve.errors import InvalidInput, LimitExceeded, SessionConflict, SessionNotFound
+from seqserve.inference import InferRequest, Tensor
+from seqserve.server import build_dataplane
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    write_lstm_model(tmp_path, "lstm", 1, stateful=True)
+    write_lstm_model(tmp_path, "plain", 1, stateful=False)
+    write_embedding_model(tmp_path, "embed", 1)
+    return tmp_path
+
+
+def _plane(store: Path, **settings: object) -> DataPlane:
+    return build_dataplane(Settings(store=store, device="cpu", **settings))
+
+
+@pytest.fixture()
+def plane(store: Path) -> Iterator[DataPlane]:
+    p = _plane(store)
+    yield p
+    p.close()
+
+
+def _seq(batch: int = 2, steps: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, steps, 3)).astype(np.float32)
+
+
+def _step(x: np.ndarray, sequence_id: int | str, model: str = "lstm", **flags: object) -> InferRequest:
+    return InferRequest(model, inputs=[Tensor("x", "FP32", x)], parameters={"sequence_id": sequence_id, **flags})
+
+
+async def _stream(plane: DataPlane, x: np.ndarray, sequence_id: int | str, chunk: int) -> np.ndarray:
+    """Sends `x` in chunks of `chunk` timesteps as one sequence; returns the `sequence` output, concatenated."""
+    outputs = []
+    for start in range(0, x.shape[1], chunk):
+        flags = {"sequence_start": start == 0, "sequence_end": start + chunk >= x.shape[1]}
+        response = await plane.infer(_step(x[:, start : start + chunk], sequence_id, **flags))
+        outputs.append(response.outputs[1].data)
+    return np.concatenate(outputs, axis=1)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+async def test_a_sequence_in_chunks_equals_the_whole_sequence_at_once(
+    plane: DataPlane, store: Path, chunk: int
+) -> None:
+    x = _seq()
+    streamed = await _stream(plane, x, 7, chunk)
+    expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"]
+    np.testing.assert_allclose(streamed, expected, atol=1e-6)
+
+
+async def test_interleaved_sessions_never_mix(plane: DataPlane, store: Path) -> None:
+    xs = {sid: _seq(seed=i) for i, sid in enumerate([1, 2, "two", 2**64 - 1])}
+    got: dict[object, list[np.ndarray]] = {sid: [] for sid in xs}
+    for t in range(6):
+        for sid, x in xs.items():
+            response = await plane.infer(_step(x[:, t : t + 1], sid, sequence_start=t == 0))
+            got[sid].append(response.outputs[1].data)
+    for sid, x in xs.items():
+        expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"]
+        np.testing.assert_allclose(np.concatenate(got[sid], axis=1), expected, atol=1e-6, err_msg=str(sid))
+
+
+async def test_concurrent_steps_of_one_session_apply_one_at_a_time_in_arrival_order(
+    plane: DataPlane, store: Path
+) -> None:
+    x = _seq(steps=8)
+    await plane.infer(_step(x[:, :1], 5, sequence_start=True))
+    responses = await asyncio.gather(*(plane.infer(_step(x[:, t : t + 1], 5)) for t in range(1, 8)))
+    streamed = np.concatenate([r.outputs[1].data for r in responses], axis=1)
+    expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"][:, 1:]
+    np.testing.assert_allclose(streamed, expected, atol=1e-6)
+
+
+async def test_start_resets_the_state_of_a_running_sequence(plane: DataPlane, store: Path) -> None:
+    x = _seq()
+    await plane.infer(_step(x[:, :3], 1, sequence_start=True))
+    again = await plane.infer(_step(x[:, :3], 1, sequence_start=True))
+    expected = run_directly(store / "lstm" / "1", {"x": x[:, :3]})["sequence"]
+    np.testing.assert_allclose(again.outputs[1].data, expected, atol=1e-6)
+
+
+async def test_start_may_supply_the_initial_state(plane: DataPlane) -> None:
+    x = _seq(steps=4)
+    await plane.infer(_step(x[:, :2], 1, sequence_start=True))
+    carried = (await plane.sessions.store.load("lstm/u:1")).states
+    # Sequence 2 starts from sequence 1's state: it must continue exactly as sequence 1 does.
+    seeded = await plane.infer(
+        InferRequest(
+            "lstm",
+            inputs=[Tensor("x", "FP32", x[:, 2:])] + [Tensor(k, "FP32", v) for k, v in carried.items()],
+            parameters={"sequence_id": 2, "sequence_start": True},
+        )
+    )
+    continued = await plane.infer(_step(x[:, 2:], 1))
+    np.testing.assert_array_equal(seeded.outputs[1].data, continued.outputs[1].data)
+    with pytest.raises(InvalidInput, match=r"state 'lstm.h' has shape \[1, 4\], expected \[2, 4\]"):
+        await plane.infer(
+            InferRequest(
+                "lstm",
+                inputs=[Tensor("x", "FP32", x[:, 2:]), Tensor("lstm.h", "FP32", np.zeros((1, 4), np.float32))],
+                parameters={"sequence_id": 3, "sequence_start": True},
+            )
+        )
+
+
+async def test_a_step_without_start_for_an_unknown_sequence_says_it_needs_the_start_flag(plane: DataPlane) -> None:
+    with pytest.raises(SessionNotFound, match="sequence 99 of model 'lstm' is unknown.*sequence_start=true"):
+        await plane.infer(_step(_seq(steps=1), 99))
+
+
+async def test_integer_and_string_ids_are_different_sequences(plane: DataPlane) -> None:
+    await plane.infer(_step(_seq(steps=1), 42, sequence_start=True))
+    with pytest.raises(SessionNotFound, match="sequence '42'"):
+        await plane.infer(_step(_seq(steps=1), "42"))
+
+
+async def test_end_frees_the_session(plane: DataPlane) -> None:
+    await plane.infer(_step(_seq(steps=1), 1, sequence_start=True))
+    await plane.infer(_step(_seq(steps=1), 1, sequence_end=True))
+    assert await plane.sessions.store.count() == 0
+    with pytest.raises(SessionNotFound, match="has ended"):
+        await plane.infer(_step(_seq(steps=1), 1))
+
+
+async def test_a_failed_request_leaves_the_state_unchanged(plane: DataPlane, store: Path) -> None:
+    x = _seq()
+    await plane.infer(_step(x[:, :2], 1, sequence_start=True))
+    with pytest.raises(InvalidInput, match="batch size 2 .* this request has 1"):
+        await plane.infer(_step(x[:1, 2:4], 1))
+    bad = x[:, 2:4].copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InvalidInput, match="NaN"):
+        await plane.infer(_step(bad, 1))
+    with pytest.raises(InvalidInput, match="can only be given with sequence_start"):
+        await plane.infer(
+            InferRequest(
+                "lstm",
+                inputs=[Tensor("x", "FP32", x[:, 2:4]), Tensor("lstm.h", "FP32", np.zeros((2, 4), np.float32))],
+                parameters={"sequence_id": 1},
+            )
+        )
+    rest = await plane.infer(_step(x[:, 2:], 1))
+    expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"][:, 2:]
+    np.testing.assert_allclose(rest.outputs[1].data, expected, atol=1e-6)
+
+
+async def test_a_retried_step_returns_the_stored_answer_without_advancing(plane: DataPlane, store: Path) -> None:
+    x = _seq(steps=3)
+    await plane.infer(_step(x[:, :1], 1, sequence_start=True, sequence_step=1))
+    second = await plane.infer(_step(x[:, 1:2], 1, sequence_step=2))
+    retried = await plane.infer(_step(x[:, 1:2], 1, sequence_step=2))
+    assert retried.parameters["sequence_step"] == 2
+    np.testing.assert_array_equal(retried.outputs[1].data, second.outputs[1].data)
+    third = await plane.infer(_step(x[:, 2:3], 1, sequence_step=3))
+    expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"][:, 2:3]
+    np.testing.assert_allclose(third.outputs[1].data, expected, atol=1e-6)
+    with pytest.raises(SessionConflict, match="is at step 3; step 5 cannot be applied"):
+        await plane.infer(_step(x[:, 2:3], 1, sequence_step=5))
+    with pytest.raises(SessionConflict, match="step 1 cannot be applied"):
+        await plane.infer(_step(x[:, 2:3], 1, sequence_step=1))
+
+
+async def test_a_session_stays_on_the_version_it_started_on(plane: DataPlane, store: Path) -> None:
+    x = _seq()
+    await plane.infer(_step(x[:, :3], 1, sequence_start=True))
+    write_lstm_model(store, "lstm", 2, seed=5, stateful=True)
+    plane.store.scan()
+    rest = await plane.infer(_step(x[:, 3:], 1))
+    assert rest.model_version == "1"
+    np.testing.assert_allclose(
+        rest.outputs[1].data, run_directly(store / "lstm" / "1", {"x": x})["sequence"][:, 3:], atol=1e-6
+    )
+    new = await plane.infer(_step(x[:, :1], 2, sequence_start=True))
+    assert new.model_version == "2"
+
+
+async def test_expired_and_evicted_sessions_say_so(store: Path) -> None:
+    plane = _plane(store, max_sequence_idle=0.05)
+    await plane.infer(_step(_seq(steps=1), 1, sequence_start=True))
+    await asyncio.sleep(0.1)
+    with pytest.raises(SessionNotFound, match="expired after 0.05 s idle"):
+        await plane.infer(_step(_seq(steps=1), 1))
+
+    plane = _plane(store, max_sessions=2, session_eviction_grace=0)
+    for sid in (1, 2, 3):
+        await plane.infer(_step(_seq(steps=1), sid, sequence_start=True))
+    with pytest.raises(SessionNotFound, match="sequence 1 of model 'lstm' was evicted"):
+        await plane.infer(_step(_seq(steps=1), 1))
+    await plane.infer(_step(_seq(steps=1), 3))
+    assert "seqserve_session_evictions_total 1.0" in plane.metrics.exposition().decode()
+
+
+async def test_a_flood_of_new_sessions_cannot_push_out_active_ones(store: Path) -> None:
+    plane = _plane(store, max_sessions=3, session_eviction_grace=60)
+    for sid in (1, 2, 3):
+        await plane.infer(_step(_seq(steps=1), sid, sequence_start=True))
+    with pytest.raises(LimitExceeded, match="maximum of sessions"):
+        await plane.infer(_step(_seq(steps=1), 4, sequence_start=True))
+    for sid in (1, 2, 3):
+        await plane.infer(_step(_seq(steps=1), sid))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"sequence_id": 1}, "exported without state"),
+        ({"sequence_start": True}, "need a non-zero 'sequence_id'"),
+        ({"sequence_id": 1.5}, "unsigned integer or a string"),
+        ({"sequence_id": -3}, "outside the uint64 range"),
+        ({"sequence_id": 1, "sequence_start": "yes"}, "'sequence_start' must be a boolean"),
+        ({"sequence_id": 1, "sequence_start": True, "sequence_step": 0}, "positive integer"),
+    ],
+)
+async def test_malformed_sequence_requests_are_refused(plane: DataPlane, parameters: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await plane.infer(InferRequest("plain", inputs=[Tensor("x", "FP32", _seq(steps=1))], parameters=parameters))
