@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STORE ?= model_store
 PYTEST_ARGS ?=
 
-.PHONY: serve test setup setup-test examples lint proto clean
+.PHONY: serve test setup setup-test system-deps examples lint proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.serve-installed
 
 setup: $(VENV)/.serve-installed
-setup-test: $(VENV)/.test-installed
+setup-test: $(VENV)/.test-installed system-deps
+
+# The session tests start a real redis-server (Debian package).
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package) for the session store tests"; \
+	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 serve: setup
 	$(BIN)/seqserve serve --store $(STORE)

@@ -28,7 +28,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataplane(store: Path) -> Iterator[DataPlane]:
     plane = build_dataplane(Settings(store=store, device="cpu"))
     yield plane
-    plane.close()
+    plane._executor.shutdown()
 
 
 def _x(batch: int = 2, steps: int = 5) -> np.ndarray:

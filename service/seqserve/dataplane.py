@@ -56,8 +56,9 @@ class DataPlane:
             max_workers=compute_threads or max(2, os.cpu_count() or 1), thread_name_prefix="seqserve-compute"
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.sessions.store.close()
 
     # -- health and metadata -------------------------------------------------------------------
 

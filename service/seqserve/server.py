@@ -41,7 +41,16 @@ def state_store(settings: Settings) -> StateStore:
             idle_timeout=settings.max_sequence_idle,
             eviction_grace=settings.session_eviction_grace,
         )
-    raise ValueError(f"unknown session store {settings.sessions!r}; expected 'memory' or 'redis://...'")
+    if settings.sessions.startswith(("redis://", "rediss://", "unix://")):
+        from seqserve.sessions.redis_store import RedisStateStore
+
+        return RedisStateStore(
+            settings.sessions,
+            max_sessions=settings.max_sessions,
+            idle_timeout=settings.max_sequence_idle,
+            eviction_grace=settings.session_eviction_grace,
+        )
+    raise ValueError(f"unknown session store {settings.sessions!r}; expected 'memory' or 'redis://host:port/db'")
 
 
 def build_dataplane(settings: Settings) -> DataPlane:
@@ -110,4 +119,4 @@ async def serve(settings: Settings) -> None:
                 await task
         if grpc_server is not None:
             await grpc_server.stop(grace=1.0)
-        dataplane.close()
+        await dataplane.close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers.onnx_models import run_directly, write_embedding_model, write_lstm_model
+from helpers.redis_server import running_redis
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.errors import InvalidInput, LimitExceeded, SessionConflict, SessionNotFound
@@ -25,15 +26,48 @@ def store(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _plane(store: Path, **settings: object) -> DataPlane:
-    return build_dataplane(Settings(store=store, device="cpu", **settings))
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def sessions(request: pytest.FixtureRequest) -> str:
+    """Every behaviour is pinned down on both state stores."""
+    if request.param == "memory":
+        return "memory"
+    url = request.getfixturevalue("redis_url")
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+class Planes:
+    """Data planes made by a test, closed at its end."""
+
+    def __init__(self, store: Path, sessions: str) -> None:
+        self.store, self.sessions, self.made = store, sessions, []
+
+    def __call__(self, **settings: object) -> DataPlane:
+        plane = build_dataplane(Settings(store=self.store, device="cpu", sessions=self.sessions, **settings))
+        self.made.append(plane)
+        return plane
 
 
 @pytest.fixture()
-def plane(store: Path) -> Iterator[DataPlane]:
-    p = _plane(store)
-    yield p
-    p.close()
+async def make_plane(store: Path, sessions: str) -> AsyncIterator[Planes]:
+    planes = Planes(store, sessions)
+    yield planes
+    for plane in planes.made:
+        await plane.close()
+
+
+@pytest.fixture()
+def plane(make_plane: Planes) -> DataPlane:
+    return make_plane()
 
 
 def _seq(batch: int = 2, steps: int = 6, seed: int = 0) -> np.ndarray:
@@ -190,24 +224,26 @@ async def test_a_session_stays_on_the_version_it_started_on(plane: DataPlane, st
     assert new.model_version == "2"
 
 
-async def test_expired_and_evicted_sessions_say_so(store: Path) -> None:
-    plane = _plane(store, max_sequence_idle=0.05)
+async def test_an_idle_session_expires_and_says_so(make_plane: Planes) -> None:
+    plane = make_plane(max_sequence_idle=0.05)
     await plane.infer(_step(_seq(steps=1), 1, sequence_start=True))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.15)
     with pytest.raises(SessionNotFound, match="expired after 0.05 s idle"):
         await plane.infer(_step(_seq(steps=1), 1))
 
-    plane = _plane(store, max_sessions=2, session_eviction_grace=0)
+
+async def test_the_least_recently_used_session_is_evicted_when_full_and_says_so(make_plane: Planes) -> None:
+    plane = make_plane(max_sessions=2, session_eviction_grace=0)
     for sid in (1, 2, 3):
         await plane.infer(_step(_seq(steps=1), sid, sequence_start=True))
     with pytest.raises(SessionNotFound, match="sequence 1 of model 'lstm' was evicted"):
         await plane.infer(_step(_seq(steps=1), 1))
     await plane.infer(_step(_seq(steps=1), 3))
-    assert "seqserve_session_evictions_total 1.0" in plane.metrics.exposition().decode()
+    assert await plane.sessions.store.count() == 2
 
 
-async def test_a_flood_of_new_sessions_cannot_push_out_active_ones(store: Path) -> None:
-    plane = _plane(store, max_sessions=3, session_eviction_grace=60)
+async def test_a_flood_of_new_sessions_cannot_push_out_active_ones(make_plane: Planes) -> None:
+    plane = make_plane(max_sessions=3, session_eviction_grace=60)
     for sid in (1, 2, 3):
         await plane.infer(_step(_seq(steps=1), sid, sequence_start=True))
     with pytest.raises(LimitExceeded, match="maximum of sessions"):

@@ -147,7 +147,9 @@ class MemoryStateStore(StateStore):
             self._gone.popitem(last=False)
 
     def _why_gone(self, key: str) -> str:
-        reason = self._gone.get(key)
-        if reason is None:
-            return "is unknown (a new sequence must be sent with sequence_start=true)"
-        return f"{reason} (a new sequence must be sent with sequence_start=true)"
+        return gone_message(self._gone.get(key))
+
+
+def gone_message(reason: str | None) -> str:
+    """The end of "sequence N of model M ...": why it is gone, and what the client must do."""
+    return f"{reason or 'is unknown'} (a new sequence must be sent with sequence_start=true)"

@@ -1,0 +1,69 @@
+"""State records round-trip through bytes, and the memory store keeps its byte bound and counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seqserve.errors import LimitExceeded, SessionConflict
+from seqserve.metrics import Metrics
+from seqserve.sessions.state import SessionState
+from seqserve.sessions.stores import MemoryStateStore
+
+
+def _state(step: int = 1, units: int = 4, outputs: bool = False) -> SessionState:
+    rng = np.random.default_rng(step)
+    return SessionState(
+        model="m",
+        version=3,
+        batch_size=2,
+        states={
+            "lstm.h": rng.standard_normal((2, units)).astype(np.float32),
+            "lstm.c": np.ones((2, units), np.float32),
+        },
+        step=step,
+        last_outputs={"y": np.arange(6, dtype=np.int64).reshape(2, 3)} if outputs else None,
+    )
+
+
+@pytest.mark.parametrize("outputs", [False, True])
+def test_a_state_record_round_trips_through_bytes(outputs: bool) -> None:
+    state = _state(step=7, outputs=outputs)
+    copy = SessionState.from_bytes(state.to_bytes())
+    assert (copy.model, copy.version, copy.batch_size, copy.step) == ("m", 3, 2, 7)
+    for name, value in state.states.items():
+        np.testing.assert_array_equal(copy.states[name], value)
+    assert (copy.last_outputs is None) == (not outputs)
+    if outputs:
+        assert copy.last_outputs["y"].dtype == np.int64
+
+
+async def test_the_memory_store_is_bounded_in_bytes() -> None:
+    one = _state().nbytes
+    store = MemoryStateStore(max_bytes=2 * one, eviction_grace=0)
+    await store.save("a", _state(), None)
+    await store.save("b", _state(), None)
+    await store.save("c", _state(), None)  # evicts "a"
+    assert store.bytes_used == 2 * one and store.evictions == 1
+    with pytest.raises(LimitExceeded, match="exceeds the store's"):
+        await store.save("big", _state(units=64), None)
+
+
+async def test_compare_and_set_refuses_a_stale_writer() -> None:
+    store = MemoryStateStore()
+    await store.save("a", _state(step=1), None)
+    await store.save("a", _state(step=2), expected_step=1)
+    with pytest.raises(SessionConflict, match="step 2, expected 1"):
+        await store.save("a", _state(step=2), expected_step=1)
+
+
+async def test_session_counts_are_exported_as_metrics() -> None:
+    store = MemoryStateStore(max_sessions=1, eviction_grace=0)
+    metrics = Metrics()
+    metrics.watch_sessions(store)
+    await store.save("a", _state(), None)
+    await store.save("b", _state(), None)
+    text = metrics.exposition().decode()
+    assert "seqserve_sessions_active 1.0" in text
+    assert "seqserve_session_evictions_total 1.0" in text
+    assert "seqserve_session_expiries_total 0.0" in text
