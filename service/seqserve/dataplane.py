@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from seqserve import __version__
+from seqserve.datatypes import to_v2_datatype
 from seqserve.errors import InvalidInput, SeqserveError, SessionConflict, SessionNotFound
 from seqserve.inference import (
     InferRequest,
     InferResponse,
     ModelMetadata,
+    SessionInfo,
     Tensor,
     TensorMetadata,
 )
@@ -147,7 +150,7 @@ class DataPlane:
 
             inputs, initial = split_state_inputs(signature, request.inputs, allowed=control.start)
             feeds, batch_size = validate_inputs(signature, name, inputs)
-            if previous is None:
+            if previous is None or not previous.states:  # a start, or the first step of a created session
                 states = model.zero_states(batch_size)
                 states.update(validate_states(signature, initial, batch_size))
             else:
@@ -176,6 +179,44 @@ class DataPlane:
                 await self.sessions.store.save(key, state, expected_step=None if previous is None else previous.step)
             return _response(mv, request, wanted, results, step=step)
 
+    # -- the session API: server-issued ids, state read and replaced, explicit end ------------------
+
+    async def create_session(self, model: str, version: str | None = None, states: list[Tensor] = ()) -> SessionInfo:
+        """A new session with an unguessable id (128 random bits), optionally seeded with states.
+
+        Without states its batch size is set by its first request, which starts from zeros.
+        """
+        mv = self.store.get_ready(model, version)
+        signature, _ = _require_stateful(mv)
+        session_id = secrets.token_hex(16)
+        state = _session_state(signature, mv, states, step=0)
+        await self.sessions.store.save(session_key(model, session_id), state, expected_step=None)
+        return _session_info(session_id, state)
+
+    async def get_session(self, model: str, session_id: str) -> SessionInfo:
+        control = SequenceControl(session_id)
+        state = await self._load_session(session_key(model, session_id), model, control)
+        return _session_info(session_id, state)
+
+    async def set_session_state(self, model: str, session_id: str, states: list[Tensor]) -> SessionInfo:
+        """Replaces every state of the session (Keras `reset_states(states=...)`); its batch size may change."""
+        key, control = session_key(model, session_id), SequenceControl(session_id)
+        async with self.sessions.exclusive(key, control):
+            previous = await self._load_session(key, model, control)
+            mv = self.store.get_ready(model, str(previous.version))
+            signature, _ = _require_stateful(mv)
+            if not states:
+                raise InvalidInput(f"give the states to set: {', '.join(repr(s.name) for s in signature.states)}")
+            state = _session_state(signature, mv, states, step=previous.step)
+            await self.sessions.store.save(key, state, expected_step=previous.step)
+            return _session_info(session_id, state)
+
+    async def end_session(self, model: str, session_id: str) -> None:
+        key, control = session_key(model, session_id), SequenceControl(session_id)
+        async with self.sessions.exclusive(key, control):
+            await self._load_session(key, model, control)  # an unknown session is an error, not a no-op
+            await self.sessions.store.delete(key)
+
     async def _load_session(self, key: str, name: str, control: SequenceControl) -> SessionState:
         try:
             return await self.sessions.store.load(key)
@@ -196,6 +237,39 @@ class DataPlane:
             return result
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+
+def _session_state(signature: Signature, mv: ModelVersion, given: list[Tensor], step: int) -> SessionState:
+    """A session record holding exactly the given states, which must be all of the model's, one batch size."""
+    if not given:
+        return SessionState(model=mv.name, version=mv.version, batch_size=0, states={}, step=step)
+    by_name = {}
+    for tensor in given:
+        if tensor.name in by_name:
+            raise InvalidInput(f"state '{tensor.name}' is given more than once")
+        by_name[tensor.name] = tensor
+    known = {s.name for s in signature.states}
+    unknown = [n for n in by_name if n not in known]
+    if unknown:
+        raise InvalidInput(f"unknown state {unknown[0]!r} for model '{mv.name}'; expected {sorted(known)}")
+    missing = [n for n in sorted(known) if n not in by_name]
+    if missing:
+        raise InvalidInput(f"every state must be given; missing {', '.join(map(repr, missing))}")
+    batch_size = given[0].data.shape[0] if given[0].data.ndim else 0
+    feeds = validate_states(signature, by_name, batch_size)
+    states = {spec.name: feeds[spec.input] for spec in signature.states}
+    return SessionState(model=mv.name, version=mv.version, batch_size=batch_size, states=states, step=step)
+
+
+def _session_info(session_id: str, state: SessionState) -> SessionInfo:
+    return SessionInfo(
+        session_id=session_id,
+        model_name=state.model,
+        model_version=str(state.version),
+        step=state.step,
+        batch_size=state.batch_size,
+        states=[Tensor(name, to_v2_datatype(value.dtype), value) for name, value in state.states.items()],
+    )
 
 
 def _require_stateful(mv: ModelVersion) -> tuple[Signature, OrtModel]:
@@ -250,8 +324,7 @@ def split_state_inputs(
         if tensor.name in state_names:
             if not allowed:
                 raise InvalidInput(
-                    f"state '{tensor.name}' can only be given with sequence_start=true "
-                    "(or through the session API)"
+                    f"state '{tensor.name}' can only be given with sequence_start=true (or through the session API)"
                 )
             initial[tensor.name] = tensor
         else:
@@ -281,9 +354,7 @@ def _check_state(spec: StateSpec, tensor: Tensor, expected: list[int]) -> None:
         raise InvalidInput(f"state '{spec.name}' holds a NaN or infinite value")
 
 
-def validate_inputs(
-    signature: Signature, model_name: str, inputs: list[Tensor]
-) -> tuple[dict[str, np.ndarray], int]:
+def validate_inputs(signature: Signature, model_name: str, inputs: list[Tensor]) -> tuple[dict[str, np.ndarray], int]:
     """Checks names, datatypes, shapes and values against the signature; returns ORT feeds and the batch size."""
     expected = {t.name: t for t in signature.inputs}
     given: dict[str, Tensor] = {}

@@ -68,3 +68,15 @@ class ModelMetadata:
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+
+
+@dataclass
+class SessionInfo:
+    """A session as the session API shows it: its id, where it runs, how far it is, its states."""
+
+    session_id: str
+    model_name: str
+    model_version: str
+    step: int
+    batch_size: int
+    states: list[Tensor] = field(default_factory=list)

@@ -266,3 +266,56 @@ async def test_a_flood_of_new_sessions_cannot_push_out_active_ones(make_plane: P
 async def test_malformed_sequence_requests_are_refused(plane: DataPlane, parameters: dict, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         await plane.infer(InferRequest("plain", inputs=[Tensor("x", "FP32", _seq(steps=1))], parameters=parameters))
+
+
+# -- the session API ---------------------------------------------------------------------------
+
+
+async def test_a_created_session_has_an_unguessable_id_and_starts_from_zeros(plane: DataPlane, store: Path) -> None:
+    info = await plane.create_session("lstm")
+    assert len(info.session_id) == 32 and int(info.session_id, 16) >= 0
+    assert (info.step, info.batch_size, info.states) == (0, 0, [])
+    x = _seq()
+    first = await plane.infer(_step(x[:, :2], info.session_id))
+    rest = await plane.infer(_step(x[:, 2:], info.session_id))
+    streamed = np.concatenate([first.outputs[1].data, rest.outputs[1].data], axis=1)
+    np.testing.assert_allclose(streamed, run_directly(store / "lstm" / "1", {"x": x})["sequence"], atol=1e-6)
+    assert (await plane.get_session("lstm", info.session_id)).step == 2
+
+
+async def test_state_export_and_import_round_trip(plane: DataPlane) -> None:
+    x = _seq()
+    await plane.infer(_step(x[:, :3], 1, sequence_start=True))
+    exported = (await plane.sessions.store.load("lstm/u:1")).states
+    other = await plane.create_session("lstm")
+    info = await plane.set_session_state("lstm", other.session_id, [Tensor(k, "FP32", v) for k, v in exported.items()])
+    assert info.batch_size == 2 and {t.name for t in info.states} == {"lstm.h", "lstm.c"}
+    read = await plane.get_session("lstm", other.session_id)
+    for tensor in read.states:
+        np.testing.assert_array_equal(tensor.data, exported[tensor.name])
+    # The imported state continues exactly like the session it came from.
+    a = await plane.infer(_step(x[:, 3:], 1))
+    b = await plane.infer(_step(x[:, 3:], other.session_id))
+    np.testing.assert_array_equal(a.outputs[1].data, b.outputs[1].data)
+
+
+async def test_session_api_errors_name_the_problem_and_change_nothing(plane: DataPlane) -> None:
+    info = await plane.create_session("lstm")
+    zeros = np.zeros((2, 4), np.float32)
+    with pytest.raises(InvalidInput, match="missing 'lstm.h'"):
+        await plane.set_session_state("lstm", info.session_id, [Tensor("lstm.c", "FP32", zeros)])
+    with pytest.raises(InvalidInput, match="unknown state 'gru.h'"):
+        await plane.set_session_state("lstm", info.session_id, [Tensor("gru.h", "FP32", zeros)])
+    with pytest.raises(InvalidInput, match=r"state 'lstm.c' has shape \[3, 4\], expected \[2, 4\]"):
+        await plane.set_session_state(
+            "lstm", info.session_id, [Tensor("lstm.h", "FP32", zeros), Tensor("lstm.c", "FP32", np.zeros((3, 4)))]
+        )
+    assert (await plane.get_session("lstm", info.session_id)).states == []
+    with pytest.raises(InvalidInput, match="exported without state"):
+        await plane.create_session("plain")
+    # A session belongs to its model: the same id under another model is another, unknown, session.
+    with pytest.raises(SessionNotFound, match="of model 'embed' is unknown"):
+        await plane.get_session("embed", info.session_id)
+    await plane.end_session("lstm", info.session_id)
+    with pytest.raises(SessionNotFound, match="has ended"):
+        await plane.end_session("lstm", info.session_id)
