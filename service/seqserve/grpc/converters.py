@@ -1,0 +1,138 @@
+"""Protobuf messages of inference.GRPCInferenceService <-> the protocol-neutral `seqserve.inference` records.
+
+The servicer only ever calls these and the data plane; nothing here knows about models, so the
+same request means the same thing over gRPC as over REST.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from seqserve.errors import InvalidInput
+from seqserve.grpc import tensors
+from seqserve.grpc.generated import grpc_service_pb2 as pb
+from seqserve.inference import InferRequest, InferResponse, ModelMetadata, RequestedOutput, Tensor
+
+_INT64_MAX = 2**63 - 1
+_UINT64_MAX = 2**64 - 1
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def parameters_from_proto(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    """An InferParameter map as plain Python values (bool, int, str or float)."""
+    result: dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is None:
+            raise InvalidInput(f"parameter '{key}' has no value")
+        result[key] = getattr(parameter, choice)
+    return result
+
+
+def parameters_to_proto(values: Mapping[str, Any], target: MutableMapping[str, pb.InferParameter]) -> None:
+    """Fills an InferParameter map; integers that do not fit int64 go out as uint64, as Triton's ids do."""
+    for key, value in values.items():
+        parameter = target[key]
+        # bool before int: a bool is an int in Python, but not on the wire.
+        if isinstance(value, bool | np.bool_):
+            parameter.bool_param = bool(value)
+        elif isinstance(value, numbers.Integral):
+            number = int(value)
+            if number > _INT64_MAX:
+                if number > _UINT64_MAX:
+                    raise ValueError(f"parameter '{key}' = {number} does not fit in 64 bits")
+                parameter.uint64_param = number
+            else:
+                parameter.int64_param = number
+        elif isinstance(value, numbers.Real):
+            parameter.double_param = float(value)
+        elif isinstance(value, str):
+            parameter.string_param = value
+        else:
+            raise TypeError(f"parameter '{key}' has a {type(value).__name__} value, which InferParameter cannot carry")
+
+
+# -- inference -----------------------------------------------------------------------------------
+
+
+def infer_request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
+    """Decodes a ModelInferRequest, its tensors given either as raw_input_contents or as typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"the request has {len(request.inputs)} input(s) but {len(raw)} raw_input_contents entries; "
+            "expected one entry per input, in the order of the inputs"
+        )
+    inputs = []
+    for index, given in enumerate(request.inputs):
+        shape = list(given.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"input '{given.name}' has a negative dimension in its shape {shape}")
+        if raw:
+            if given.HasField("contents"):
+                raise InvalidInput(
+                    f"input '{given.name}' has typed contents although the request uses raw_input_contents; "
+                    "use one or the other"
+                )
+            data = tensors.from_raw(given.name, given.datatype, shape, raw[index])
+        else:
+            data = tensors.from_contents(given.name, given.datatype, shape, given.contents)
+        inputs.append(Tensor(given.name, given.datatype, data, parameters_from_proto(given.parameters)))
+    outputs = [RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in request.outputs]
+    return InferRequest(
+        model_name=request.model_name,
+        model_version=request.model_version or None,
+        id=request.id or None,
+        inputs=inputs,
+        # No outputs named means every output, as in the V2 protocol.
+        outputs=outputs or None,
+        parameters=parameters_from_proto(request.parameters),
+    )
+
+
+def infer_response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
+    """Encodes a response with raw_output_contents, as Triton answers and tritonclient expects."""
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id or ""
+    )
+    parameters_to_proto(response.parameters, message.parameters)
+    for tensor in response.outputs:
+        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        parameters_to_proto(tensor.parameters, output.parameters)
+        message.raw_output_contents.append(tensors.to_raw(tensor.datatype, tensor.data))
+    return message
+
+
+def stream_error_to_proto(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    """The stream's answer to a failed request: the error, and enough of the request to tell which one failed."""
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )
+
+
+# -- health and metadata -------------------------------------------------------------------------
+
+
+def server_metadata_to_proto(metadata: Mapping[str, Any]) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(
+        name=str(metadata["name"]), version=str(metadata["version"]), extensions=list(metadata["extensions"])
+    )
+
+
+def model_metadata_to_proto(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
+        outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
+    )

@@ -1,0 +1,84 @@
+"""The one place where a failure inside an inference RPC becomes a gRPC status.
+
+A SeqserveError carries its own gRPC code (seqserve.errors: one table for REST and gRPC), so the
+servicer just raises; anything else is a bug on our side: logged with its traceback and answered
+as INTERNAL with a message, never as grpc's bare "Unexpected error".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from seqserve.errors import SeqserveError
+
+log = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "/inference.GRPCInferenceService/"
+
+
+def internal_error_message(method: str, error: BaseException) -> str:
+    """What a client is told about an unexpected failure: enough to report it, no traceback."""
+    return f"internal error in {method}: {type(error).__name__}: {error}"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every method of inference.GRPCInferenceService (health and reflection pass through)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(SERVICE_PREFIX):
+            return handler
+        # Our service has unary-unary methods and one stream-stream method (ModelStreamInfer).
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _stream(method, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except SeqserveError as e:
+            await context.abort(e.grpc_code, e.message)
+        except Exception as e:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, internal_error_message(method, e))
+
+    return wrapped
+
+
+def _stream(method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapped(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in behaviour(requests, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except SeqserveError as e:
+            await context.abort(e.grpc_code, e.message)
+        except Exception as e:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, internal_error_message(method, e))
+
+    return wrapped

@@ -1,0 +1,51 @@
+"""Builds the grpc.aio server: the inference service, health checking and reflection on one port."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from seqserve.config import Settings
+from seqserve.dataplane import DataPlane
+from seqserve.grpc.generated import grpc_service_pb2
+from seqserve.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from seqserve.grpc.health import HealthServicer
+from seqserve.grpc.interceptor import ErrorInterceptor
+from seqserve.grpc.servicer import InferenceServicer
+
+INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+def create_grpc_server(dataplane: DataPlane, settings: Settings) -> grpc.aio.Server:
+    """A server bound to settings.host:settings.grpc_port, not started yet (the caller awaits start())."""
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            # Responses are not capped: a sequence output can be larger than the request that asked for it.
+            ("grpc.max_send_message_length", -1),
+            # gRPC turns SO_REUSEPORT on by default, which lets a second server start on a busy port
+            # and silently take half the traffic; a port conflict must fail loudly instead.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
+    services = [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(services, server, pool=_reflection_pool())
+    server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    return server
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """The descriptors reflection describes to clients such as grpcurl.
+
+    Our messages live in a private pool, not protobuf's default one (scripts/gen_proto.sh says
+    why), so reflection gets a pool of its own holding every file the server serves.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    for file in (grpc_service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        pool.AddSerializedFile(file.serialized_pb)
+    return pool

@@ -1,0 +1,78 @@
+"""inference.GRPCInferenceService over the data plane: decode, call, encode, nothing else.
+
+Errors are not handled here: a SeqserveError raised by a method becomes its gRPC status in
+`seqserve.grpc.interceptor`. The one exception is ModelStreamInfer, where a failure belongs to one
+request of the stream and is answered in-band, so the stream survives it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from seqserve.dataplane import DataPlane
+from seqserve.errors import SeqserveError
+from seqserve.grpc import converters
+from seqserve.grpc.generated import grpc_service_pb2 as pb
+from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
+from seqserve.grpc.interceptor import internal_error_message
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServicer(GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._dataplane.live())
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version or None))
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return converters.server_metadata_to_proto(self._dataplane.server_metadata())
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        metadata = self._dataplane.model_metadata(request.name, request.version or None)
+        return converters.model_metadata_to_proto(metadata)
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        response = await self._dataplane.infer(converters.infer_request_from_proto(request))
+        return converters.infer_response_to_proto(response)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One response per request, in the order the requests came.
+
+        Requests are applied one after another, never overlapped: a stream is how a client sends
+        the steps of a sequence, and steps must reach the model in order.
+        """
+        async for request in requests:
+            try:
+                response = await self._dataplane.infer(converters.infer_request_from_proto(request))
+                answer = pb.ModelStreamInferResponse(infer_response=converters.infer_response_to_proto(response))
+            except SeqserveError as e:
+                answer = converters.stream_error_to_proto(request, e.message)
+            except Exception as e:
+                log.exception("request %s of a ModelStreamInfer stream failed", request.id or "-")
+                answer = converters.stream_error_to_proto(request, internal_error_message("ModelStreamInfer", e))
+            yield answer
