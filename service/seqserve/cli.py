@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", dest="http_port", type=int, help="REST port [SEQSERVE_HTTP_PORT, 8000]")
     serve.add_argument("--grpc-port", dest="grpc_port", type=int, help="gRPC port [SEQSERVE_GRPC_PORT, 8001]")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], help="execution provider [SEQSERVE_DEVICE, auto]")
+    serve.add_argument(
+        "--sessions", help="session state store: memory or redis://host:port/db [SEQSERVE_SESSIONS, memory]"
+    )
+    serve.add_argument(
+        "--max-sequence-idle",
+        dest="max_sequence_idle",
+        type=float,
+        help="seconds an idle sequence keeps its state [SEQSERVE_MAX_SEQUENCE_IDLE, 300]",
+    )
     serve.add_argument("--log-level", dest="log_level", help="logging level [SEQSERVE_LOG_LEVEL, info]")
     serve.set_defaults(run=_serve)
     return parser
