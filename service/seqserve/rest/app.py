@@ -1,22 +1,25 @@
-"""FastAPI application factory (placeholder with health endpoints; the full V2 REST API is being written)."""
+"""The FastAPI application of the KServe V2 REST API: routers over one data plane, one error table."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 
+from seqserve import __version__
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
+from seqserve.rest.error_handlers import install_error_handlers
+from seqserve.rest.health import health_router
+from seqserve.rest.inference import inference_router
+from seqserve.rest.metadata import metadata_router
+from seqserve.rest.monitoring import monitoring_router
 
 
 def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
-    app = FastAPI(title="seqserve")
-
-    @app.get("/v2/health/live")
-    def live() -> Response:
-        return Response(status_code=200 if dataplane.live() else 503)
-
-    @app.get("/v2/health/ready")
-    def ready() -> Response:
-        return Response(status_code=200 if dataplane.ready() else 503)
-
+    """The REST app `seqserve serve` runs in uvicorn; tests may also drive it in-process with httpx."""
+    app = FastAPI(title="seqserve", version=__version__, summary="KServe V2 inference for Keras recurrent models")
+    install_error_handlers(app)
+    app.include_router(health_router(dataplane))
+    app.include_router(metadata_router(dataplane))
+    app.include_router(inference_router(dataplane, settings))
+    app.include_router(monitoring_router(dataplane))
     return app

@@ -1,0 +1,63 @@
+"""`POST /v2/models/{name}[/versions/{version}]/infer`: decode, call the data plane, encode."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+
+from seqserve.config import Settings
+from seqserve.dataplane import DataPlane
+from seqserve.errors import SeqserveError
+from seqserve.inference import InferRequest
+from seqserve.rest.binary_extension import HEADER_LENGTH
+from seqserve.rest.body import read_body
+from seqserve.rest.decode import decode_request, split_body
+from seqserve.rest.encode import encode_response
+from seqserve.rest.wire import peek_request_id
+
+log = logging.getLogger(__name__)
+
+
+def inference_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/v2/models", tags=["inference"])
+
+    async def infer(request: Request, name: str, version: str | None) -> Response:
+        # The raw Request, not a pydantic body parameter: tensor data must not go through FastAPI's
+        # per-field validation, and the binary extension is not JSON at all.
+        infer_request = await _decode(request, name, version, settings.max_request_bytes)
+        # The data plane logs its own failures with the request's id.
+        response = await dataplane.infer(infer_request)
+        try:
+            content, headers = encode_response(infer_request, response)
+        except SeqserveError as e:
+            _log_failure(infer_request.id, name, version, e)
+            raise
+        return Response(content, headers=headers)
+
+    @router.post("/{name}/infer")
+    async def infer_latest(request: Request, name: str) -> Response:
+        return await infer(request, name, None)
+
+    @router.post("/{name}/versions/{version}/infer")
+    async def infer_version(request: Request, name: str, version: str) -> Response:
+        return await infer(request, name, version)
+
+    return router
+
+
+async def _decode(request: Request, name: str, version: str | None, limit: int) -> InferRequest:
+    header = b""
+    try:
+        body = await read_body(request, limit)
+        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        return decode_request(header, binary, name, version)
+    except SeqserveError as e:
+        _log_failure(peek_request_id(header), name, version, e)
+        raise
+
+
+def _log_failure(request_id: str | None, name: str, version: str | None, error: SeqserveError) -> None:
+    # The V2 `id` ties a client's report to this line (DESIGN: "echoed ... and in the logs").
+    which = f"model {name}" + (f" version {version}" if version else "")
+    log.info("infer request %s for %s failed (%d): %s", request_id or "-", which, error.http_status, error)
