@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     )
     inter_op_threads: int = Field(1, description="ONNX Runtime inter-op threads per model (0 = ORT default).")
     allow_spinning: bool = Field(False, description="Let ORT worker threads spin while waiting for work.")
+    inline_max_elements: int = Field(
+        16384,
+        description="Requests whose tensors (inputs and states) hold at most this many elements run on the "
+        "event loop itself; larger ones on a compute thread. Handing a tiny step to a thread costs more than "
+        "running it. 0 sends every request to a thread.",
+    )
     max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body (HTTP 413 above).")
     store_poll_seconds: float = Field(
         2.0, description="How often the store directory is re-scanned for added or removed versions (0 = never)."

@@ -50,8 +50,10 @@ class DataPlane:
         sessions: SessionManager | None = None,
         metrics: Metrics | None = None,
         compute_threads: int = 0,
+        inline_max_elements: int = 0,
     ) -> None:
         self.store = store
+        self.inline_max_elements = inline_max_elements
         self.sessions = sessions or SessionManager(MemoryStateStore())
         self.metrics = metrics or Metrics()
         self.metrics.watch_sessions(self.sessions.store)
@@ -94,24 +96,27 @@ class DataPlane:
     # -- inference -----------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        control = SequenceControl.from_parameters(request.parameters)
-        # A continuing sequence runs on the version it started on, whatever is newest now.
-        if control is None or control.start:
-            mv = self.store.get_ready(request.model_name, request.model_version)
-            labels = (mv.name, str(mv.version))
-        else:
-            labels = (request.model_name, request.model_version or "session")
-        self.metrics.requests.labels(*labels).inc()
         started = time.perf_counter()
         try:
+            control = SequenceControl.from_parameters(request.parameters)
             if control is None:
+                mv = self.store.get_ready(request.model_name, request.model_version)
                 response = await self._infer_stateless(mv, request)
             else:
                 response = await self._infer_sequence(request, control)
         except SeqserveError as e:
-            self.metrics.failures.labels(*labels, type(e).__name__).inc()
             log.info("request %s to model %s failed: %s", request.id or "-", request.model_name, e)
+            # Only versions the store knows get labels: a client must not be able to mint metric series.
+            try:
+                known = self.store.find(request.model_name, request.model_version)
+            except SeqserveError:
+                raise e from None
+            labels = (known.name, str(known.version))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.failures.labels(*labels, type(e).__name__).inc()
             raise
+        labels = (response.model_name, response.model_version)
+        self.metrics.requests.labels(*labels).inc()
         self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
         return response
 
@@ -224,9 +229,18 @@ class DataPlane:
             raise SessionNotFound(f"{control.describe()} of model '{name}' {e}") from None
 
     async def _run(self, mv: ModelVersion, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs the model on a compute thread, so the event loop keeps serving while ORT works."""
+        """Runs the model: small requests inline, larger ones on a compute thread.
+
+        Handing a single streamed step to a thread costs several times what ORT spends on it (~375 us
+        vs ~40 us measured here), while running it inline blocks the event loop only that long.
+        """
         _, model = _parts(mv)
         labels = (mv.name, str(mv.version))
+        if sum(a.size for a in feeds.values()) <= self.inline_max_elements:
+            began = time.perf_counter()
+            result = model.run(feeds)
+            self.metrics.compute_seconds.labels(*labels).observe(time.perf_counter() - began)
+            return result
         submitted = time.perf_counter()
 
         def run() -> dict[str, np.ndarray]:

@@ -57,7 +57,7 @@ def build_dataplane(settings: Settings) -> DataPlane:
     store = ModelStore(settings.store, model_loader(settings))
     store.scan()
     sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
-    return DataPlane(store, sessions)
+    return DataPlane(store, sessions, inline_max_elements=settings.inline_max_elements)
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:
