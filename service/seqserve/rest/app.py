@@ -12,6 +12,7 @@ from seqserve.rest.health import health_router
 from seqserve.rest.inference import inference_router
 from seqserve.rest.metadata import metadata_router
 from seqserve.rest.monitoring import monitoring_router
+from seqserve.rest.sessions import sessions_router
 
 
 def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
@@ -21,5 +22,6 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app.include_router(health_router(dataplane))
     app.include_router(metadata_router(dataplane))
     app.include_router(inference_router(dataplane, settings))
+    app.include_router(sessions_router(dataplane, settings))
     app.include_router(monitoring_router(dataplane))
     return app

@@ -1,0 +1,76 @@
+"""The session API over REST: server-issued session ids, state read and replaced, explicit end.
+
+Bodies reuse the V2 formats so existing tooling reads them: states go *in* as the `inputs` of a
+V2 inference request (JSON or the binary extension) and come *out* as the `outputs` of a V2
+inference response whose `id` is the session id and whose `parameters` say where the session is.
+
+    POST   /v2/models/{name}[/versions/{v}]/sessions   create (optionally seeded with states)
+    GET    /v2/models/{name}/sessions/{session_id}     read its states
+    PUT    /v2/models/{name}/sessions/{session_id}     replace its states (Keras reset_states(states=...))
+    DELETE /v2/models/{name}/sessions/{session_id}     end it
+
+A created session is driven with ordinary infer requests whose `sequence_id` is the session id.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from seqserve.config import Settings
+from seqserve.dataplane import DataPlane
+from seqserve.inference import InferRequest, InferResponse, SessionInfo, Tensor
+from seqserve.rest.binary_extension import HEADER_LENGTH
+from seqserve.rest.body import read_body
+from seqserve.rest.decode import decode_request, split_body
+from seqserve.rest.encode import encode_response
+
+
+def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/v2/models", tags=["sessions"])
+
+    async def states_in(request: Request, name: str, version: str | None) -> list[Tensor]:
+        body = await read_body(request, settings.max_request_bytes)
+        if not body.strip():
+            return []
+        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        return decode_request(header, binary, name, version).inputs
+
+    async def create(request: Request, name: str, version: str | None) -> Response:
+        states = await states_in(request, name, version)
+        return _session_response(await dataplane.create_session(name, version, states))
+
+    @router.post("/{name}/sessions")
+    async def create_latest(request: Request, name: str) -> Response:
+        return await create(request, name, None)
+
+    @router.post("/{name}/versions/{version}/sessions")
+    async def create_version(request: Request, name: str, version: str) -> Response:
+        return await create(request, name, version)
+
+    @router.get("/{name}/sessions/{session_id}")
+    async def read(name: str, session_id: str) -> Response:
+        return _session_response(await dataplane.get_session(name, session_id))
+
+    @router.put("/{name}/sessions/{session_id}")
+    async def replace(request: Request, name: str, session_id: str) -> Response:
+        states = await states_in(request, name, None)
+        return _session_response(await dataplane.set_session_state(name, session_id, states))
+
+    @router.delete("/{name}/sessions/{session_id}")
+    async def end(name: str, session_id: str) -> Response:
+        await dataplane.end_session(name, session_id)
+        return Response(b"{}", media_type="application/json")
+
+    return router
+
+
+def _session_response(info: SessionInfo) -> Response:
+    response = InferResponse(
+        model_name=info.model_name,
+        model_version=info.model_version,
+        id=info.session_id,
+        outputs=info.states,
+        parameters={"session_id": info.session_id, "sequence_step": info.step, "batch_size": info.batch_size},
+    )
+    content, headers = encode_response(InferRequest(info.model_name), response)
+    return Response(content, headers=headers)
