@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
     log_level: str = Field("info", description="Python logging level name.")
 
+    batching: bool = Field(
+        True, description="Gather concurrent requests and sequence steps of a model into one ORT run."
+    )
+    max_batch_size: int = Field(64, description="Most samples (batch rows) in one batched run.")
+    max_queue_delay: float = Field(
+        0.0,
+        description="Seconds a batch waits for more requests after its first arrived. 0 batches what is "
+        "already waiting (requests pile up while the previous batch runs), adding no latency when idle.",
+    )
+
     sessions: str = Field(
         "memory", description="Where session states live: `memory` (this process) or `redis://host:port/db`."
     )

@@ -48,6 +48,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.batch_size = Histogram(
+            "seqserve_batch_size",
+            "Samples per ONNX Runtime run formed by the batcher.",
+            labels,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+
     def watch_sessions(self, store: Any) -> None:
         """Reports the session store's counts at scrape time (stores keep them; nothing to keep in sync)."""
         self.registry.register(_SessionCollector(store))

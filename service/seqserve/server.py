@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from seqserve.config import Settings
-from seqserve.dataplane import DataPlane
+from seqserve.dataplane import BatchingOptions, DataPlane
 from seqserve.runtime.providers import resolve_providers
 from seqserve.runtime.session import OrtModel, session_options
 from seqserve.sessions.manager import SessionManager
@@ -57,7 +57,8 @@ def build_dataplane(settings: Settings) -> DataPlane:
     store = ModelStore(settings.store, model_loader(settings))
     store.scan()
     sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
-    return DataPlane(store, sessions, inline_max_elements=settings.inline_max_elements)
+    batching = BatchingOptions(settings.batching, settings.max_batch_size, settings.max_queue_delay)
+    return DataPlane(store, sessions, inline_max_elements=settings.inline_max_elements, batching=batching)
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:

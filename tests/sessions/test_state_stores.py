@@ -51,10 +51,16 @@ async def test_the_memory_store_is_bounded_in_bytes() -> None:
 
 async def test_compare_and_set_refuses_a_stale_writer() -> None:
     store = MemoryStateStore()
+    first = _state(step=1)
+    await store.save("a", first, None)
+    assert first.revision == 1
+    await store.save("a", _state(step=2), expected_revision=1)
+    with pytest.raises(SessionConflict, match="revision 2, this request read 1"):
+        await store.save("a", _state(step=2), expected_revision=1)
+    # A restart resets the step counter but not the revision: a writer that read before it still loses.
     await store.save("a", _state(step=1), None)
-    await store.save("a", _state(step=2), expected_step=1)
-    with pytest.raises(SessionConflict, match="step 2, expected 1"):
-        await store.save("a", _state(step=2), expected_step=1)
+    with pytest.raises(SessionConflict, match="revision 3, this request read 2"):
+        await store.save("a", _state(step=3), expected_revision=2)
 
 
 async def test_session_counts_are_exported_as_metrics() -> None:

@@ -1,7 +1,7 @@
 """Session states in Redis, shared by every replica and surviving a restart.
 
-Each session is a hash {step, blob} that expires after the idle timeout; every write is one Lua
-script, so compare-and-set on the step counter, the LRU index and eviction are atomic even with
+Each session is a hash {rev, blob} that expires after the idle timeout; every write is one Lua
+script, so compare-and-set on the write revision, the LRU index and eviction are atomic even with
 several replicas writing. A second key per session remembers why it is gone (ended, evicted, or,
 when the session key vanished while this one still says "live", expired by its TTL).
 """
@@ -14,15 +14,16 @@ import redis.asyncio as aioredis
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
 from seqserve.sessions.state import SessionState
-from seqserve.sessions.stores import StateStore, gone_message
+from seqserve.sessions.stores import StateStore, concurrent_write, gone_message
 
-# KEYS: session, tombstone, lru index.  ARGV: expected step ("" = create or replace), new step, blob,
+# KEYS: session, tombstone, lru index.  ARGV: expected revision ("" = create or replace), unused, blob,
 # idle ttl ms (0 = none), tombstone ttl ms, max sessions, eviction grace ms, key prefix.
+# Returns {0, new revision} or {negative code, ...}.
 _SAVE = """
-local current = redis.call('HGET', KEYS[1], 'step')
+local current = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] ~= '' then
   if not current then return {-1} end
-  if current ~= ARGV[1] then return {-2, current} end
+  if current ~= ARGV[1] then return {-2, tonumber(current)} end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,11 +42,12 @@ if not current then
     redis.call('ZREM', KEYS[3], oldest[1])
   end
 end
-redis.call('HSET', KEYS[1], 'step', ARGV[2], 'blob', ARGV[3])
+local revision = (tonumber(current) or 0) + 1
+redis.call('HSET', KEYS[1], 'rev', revision, 'blob', ARGV[3])
 if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('SET', KEYS[2], 'live', 'PX', ARGV[5])
 redis.call('ZADD', KEYS[3], now, string.sub(KEYS[1], string.len(ARGV[8]) + 3))
-return {0}
+return {0, revision}
 """
 
 # KEYS: session, tombstone, lru index.  ARGV: reason, tombstone ttl ms, member.
@@ -81,21 +83,23 @@ class RedisStateStore(StateStore):
 
     async def load(self, key: str) -> SessionState:
         session, tombstone, _ = self._keys(key)
-        blob = await self.client.hget(session, "blob")
+        blob, revision = await self.client.hmget(session, ["blob", "rev"])
         if blob is not None:
-            return SessionState.from_bytes(blob)
+            state = SessionState.from_bytes(blob)
+            state.revision = int(revision)
+            return state
         reason = await self.client.get(tombstone)
         if reason == b"live":  # written on every save: the session key itself timed out
             raise SessionNotFound(gone_message(f"expired after {self.idle_timeout:g} s idle"))
         raise SessionNotFound(gone_message(reason.decode() if reason else None))
 
-    async def save(self, key: str, state: SessionState, expected_step: int | None) -> None:
+    async def save(self, key: str, state: SessionState, expected_revision: int | None) -> None:
         keys = self._keys(key)
         result = await self._save(
             keys=keys,
             args=[
-                "" if expected_step is None else str(expected_step),
-                str(state.step),
+                "" if expected_revision is None else str(expected_revision),
+                "",
                 state.to_bytes(),
                 int(self.idle_timeout * 1000),
                 max(_TOMBSTONE_TTL_MS, int(self.idle_timeout * 2000)),
@@ -108,9 +112,8 @@ class RedisStateStore(StateStore):
         if code == -1:
             await self.load(key)  # raises the reason the session is gone
         if code == -2:
-            raise SessionConflict(
-                f"session advanced concurrently (step {int(result[1])}, expected {expected_step}); not applied"
-            )
+            assert expected_revision is not None
+            raise SessionConflict(concurrent_write(int(result[1]), expected_revision))
         if code == -3:
             raise LimitExceeded(
                 f"the server holds its maximum of sessions ({self.max_sessions}) and none has been idle "

@@ -24,6 +24,9 @@ class SessionState:
     states: dict[str, np.ndarray]
     # Requests applied so far. A client's `sequence_step` k names the k-th request of the session.
     step: int = 0
+    # Writes so far, assigned by the store. Compare-and-set uses this, not `step`: a sequence start
+    # resets `step` and a state import keeps it, so `step` alone would let a stale writer through.
+    revision: int = 0
     # The answer to the last applied step, kept only when the client numbers its steps, so a retry
     # of that step gets the same answer instead of advancing the state twice.
     last_outputs: dict[str, np.ndarray] | None = None

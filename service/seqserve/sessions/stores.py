@@ -1,6 +1,6 @@
 """Where session states live between requests: the StateStore interface and the in-memory store.
 
-Stores are compare-and-set on the session's step counter, so that of two writers racing on one
+Stores are compare-and-set on the session's write revision, so that of two writers racing on one
 session (a retry, a second replica) at most one advances it; the other gets SessionConflict.
 A session that is gone answers *why* (ended, expired, evicted), never silently with zero state.
 """
@@ -24,8 +24,11 @@ class StateStore(abc.ABC):
         """The session's record; SessionNotFound saying why when there is none."""
 
     @abc.abstractmethod
-    async def save(self, key: str, state: SessionState, expected_step: int | None) -> None:
-        """Writes `state` if the stored step is still `expected_step` (None: create or replace)."""
+    async def save(self, key: str, state: SessionState, expected_revision: int | None) -> None:
+        """Writes `state` if the stored revision is still `expected_revision` (None: create or replace).
+
+        Sets `state.revision` to the new revision.
+        """
 
     @abc.abstractmethod
     async def delete(self, key: str, reason: str = "has ended") -> bool:
@@ -85,15 +88,14 @@ class MemoryStateStore(StateStore):
             raise SessionNotFound(self._why_gone(key))
         return state
 
-    async def save(self, key: str, state: SessionState, expected_step: int | None) -> None:
+    async def save(self, key: str, state: SessionState, expected_revision: int | None) -> None:
         current = self._sessions.get(key)
-        if expected_step is not None:
+        if expected_revision is not None:
             if current is None:
                 raise SessionNotFound(self._why_gone(key))
-            if current.step != expected_step:
-                raise SessionConflict(
-                    f"session advanced concurrently (step {current.step}, expected {expected_step}); not applied"
-                )
+            if current.revision != expected_revision:
+                raise SessionConflict(concurrent_write(current.revision, expected_revision))
+        state.revision = (current.revision if current is not None else 0) + 1
         state.last_used = time.time()
         old_bytes = current.nbytes if current is not None else 0
         self._make_room(key, state.nbytes - old_bytes, is_new=current is None)
@@ -148,6 +150,12 @@ class MemoryStateStore(StateStore):
 
     def _why_gone(self, key: str) -> str:
         return gone_message(self._gone.get(key))
+
+
+def concurrent_write(stored: int, expected: int) -> str:
+    return (
+        f"session advanced concurrently (revision {stored}, this request read {expected}); not applied, state unchanged"
+    )
 
 
 def gone_message(reason: str | None) -> str:

@@ -1,0 +1,114 @@
+"""Batching changes nothing but speed: batched results equal unbatched ones, and sessions never mix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.onnx_models import run_directly, write_embedding_model, write_lstm_model
+from seqserve.batching import Batcher
+from seqserve.config import Settings
+from seqserve.dataplane import DataPlane
+from seqserve.inference import InferRequest, Tensor
+from seqserve.server import build_dataplane
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    write_lstm_model(root, "lstm", 1, stateful=True)
+    write_embedding_model(root, "embed", 1)
+    return root
+
+
+@pytest.fixture()
+async def plane(store: Path) -> AsyncIterator[DataPlane]:
+    p = build_dataplane(Settings(store=store, device="cpu", max_batch_size=16, max_queue_delay=0.005))
+    yield p
+    await p.close()
+
+
+def _x(rng: np.random.Generator, batch: int, steps: int) -> np.ndarray:
+    return rng.standard_normal((batch, steps, 3)).astype(np.float32)
+
+
+def _batcher_of(plane: DataPlane, name: str) -> Batcher:
+    return plane._batchers[(name, 1)][1]
+
+
+async def test_concurrent_stateless_requests_are_batched_and_equal_unbatched_runs(
+    plane: DataPlane, store: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    # Batch sizes 1..3 and two sequence lengths: only equal lengths may share a run.
+    xs = [_x(rng, 1 + i % 3, 2 if i % 4 else 5) for i in range(24)]
+    responses = await asyncio.gather(*(plane.infer(InferRequest("lstm", inputs=[Tensor("x", "FP32", x)])) for x in xs))
+    for x, response in zip(xs, responses, strict=True):
+        expected = run_directly(store / "lstm" / "1", {"x": x})
+        for tensor in response.outputs:
+            np.testing.assert_allclose(tensor.data, expected[tensor.name], atol=1e-6, rtol=0)
+    stats = _batcher_of(plane, "lstm").stats
+    assert stats.requests == 24 and stats.runs < 24, stats
+    assert max(stats.sizes) <= 16
+
+
+async def test_steps_of_many_sessions_batched_together_never_mix(plane: DataPlane, store: Path) -> None:
+    rng = np.random.default_rng(1)
+    sequences = {sid: _x(rng, 2, 5) for sid in range(1, 9)}
+    got: dict[int, list[np.ndarray]] = {sid: [] for sid in sequences}
+    for t in range(5):
+        requests = [
+            InferRequest(
+                "lstm",
+                inputs=[Tensor("x", "FP32", x[:, t : t + 1])],
+                parameters={"sequence_id": sid, "sequence_start": t == 0},
+            )
+            for sid, x in sequences.items()
+        ]
+        for sid, response in zip(sequences, await asyncio.gather(*map(plane.infer, requests)), strict=True):
+            got[sid].append(response.outputs[1].data)
+    for sid, x in sequences.items():
+        expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"]
+        np.testing.assert_allclose(np.concatenate(got[sid], axis=1), expected, atol=1e-6, rtol=0)
+    assert _batcher_of(plane, "lstm").stats.runs < 5 * 8
+
+
+async def test_integer_inputs_batch_too(plane: DataPlane, store: Path) -> None:
+    tokens = [np.array([[i, i + 1, 0]], dtype=np.int64) for i in range(6)]
+    responses = await asyncio.gather(
+        *(plane.infer(InferRequest("embed", inputs=[Tensor("tokens", "INT64", t)])) for t in tokens)
+    )
+    for t, response in zip(tokens, responses, strict=True):
+        expected = run_directly(store / "embed" / "1", {"tokens": t})["score"]
+        np.testing.assert_array_equal(response.outputs[0].data, expected)
+
+
+async def test_a_failed_run_fails_every_request_in_its_batch() -> None:
+    def broken(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError("the model exploded")
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(broken, executor, max_batch_size=8, max_queue_delay=0.01)
+        runs = [batcher.run({"x": np.zeros((1, 2), np.float32)}) for _ in range(3)]
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        await batcher.close()
+    assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+
+
+async def test_a_request_larger_than_the_batch_limit_runs_alone() -> None:
+    def echo(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": feeds["x"] * 2}
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(echo, executor, max_batch_size=4, max_queue_delay=0.01)
+        sizes = [3, 6, 1, 2]
+        results = await asyncio.gather(*(batcher.run({"x": np.full((n, 1), n, np.float32)}) for n in sizes))
+        await batcher.close()
+    for n, result in zip(sizes, results, strict=True):
+        np.testing.assert_array_equal(result["y"], np.full((n, 1), 2 * n))
+    assert max(batcher.stats.sizes) == 6 and batcher.stats.requests == 4
