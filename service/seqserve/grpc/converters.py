@@ -1,4 +1,4 @@
-"""Protobuf messages of inference.GRPCInferenceService <-> the protocol-neutral `seqserve.inference` records.
+"""Protobuf messages of our gRPC services <-> the protocol-neutral `seqserve.inference` records.
 
 The servicer only ever calls these and the data plane; nothing here knows about models, so the
 same request means the same thing over gRPC as over REST.
@@ -7,7 +7,7 @@ same request means the same thing over gRPC as over REST.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,8 @@ import numpy as np
 from seqserve.errors import InvalidInput
 from seqserve.grpc import tensors
 from seqserve.grpc.generated import grpc_service_pb2 as pb
-from seqserve.inference import InferRequest, InferResponse, ModelMetadata, RequestedOutput, Tensor
+from seqserve.grpc.generated import session_service_pb2 as spb
+from seqserve.inference import InferRequest, InferResponse, ModelMetadata, RequestedOutput, SessionInfo, Tensor
 
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
@@ -62,37 +63,46 @@ def parameters_to_proto(values: Mapping[str, Any], target: MutableMapping[str, p
 
 def infer_request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
     """Decodes a ModelInferRequest, its tensors given either as raw_input_contents or as typed contents."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(
-            f"the request has {len(request.inputs)} input(s) but {len(raw)} raw_input_contents entries; "
-            "expected one entry per input, in the order of the inputs"
-        )
-    inputs = []
-    for index, given in enumerate(request.inputs):
-        shape = list(given.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"input '{given.name}' has a negative dimension in its shape {shape}")
-        if raw:
-            if given.HasField("contents"):
-                raise InvalidInput(
-                    f"input '{given.name}' has typed contents although the request uses raw_input_contents; "
-                    "use one or the other"
-                )
-            data = tensors.from_raw(given.name, given.datatype, shape, raw[index])
-        else:
-            data = tensors.from_contents(given.name, given.datatype, shape, given.contents)
-        inputs.append(Tensor(given.name, given.datatype, data, parameters_from_proto(given.parameters)))
     outputs = [RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in request.outputs]
     return InferRequest(
         model_name=request.model_name,
         model_version=request.model_version or None,
         id=request.id or None,
-        inputs=inputs,
+        inputs=tensors_from_proto(request.inputs, request.raw_input_contents),
         # No outputs named means every output, as in the V2 protocol.
         outputs=outputs or None,
         parameters=parameters_from_proto(request.parameters),
     )
+
+
+def tensors_from_proto(
+    given: Sequence[pb.ModelInferRequest.InferInputTensor],
+    raw: Sequence[bytes],
+    raw_field: str = "raw_input_contents",
+    kind: str = "input",
+) -> list[Tensor]:
+    """Decodes V2 tensors whose data is either in `raw` (one entry per tensor, in order) or in their contents."""
+    if raw and len(raw) != len(given):
+        raise InvalidInput(
+            f"the request has {len(given)} {kind}(s) but {len(raw)} {raw_field} entries; "
+            f"expected one entry per {kind}, in the order of the {kind}s"
+        )
+    decoded = []
+    for index, tensor in enumerate(given):
+        shape = list(tensor.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"{kind} '{tensor.name}' has a negative dimension in its shape {shape}")
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"{kind} '{tensor.name}' has typed contents although the request uses {raw_field}; "
+                    "use one or the other"
+                )
+            data = tensors.from_raw(tensor.name, tensor.datatype, shape, raw[index])
+        else:
+            data = tensors.from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
+        decoded.append(Tensor(tensor.name, tensor.datatype, data, parameters_from_proto(tensor.parameters)))
+    return decoded
 
 
 def infer_response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
@@ -136,3 +146,28 @@ def model_metadata_to_proto(metadata: ModelMetadata) -> pb.ModelMetadataResponse
         inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
         outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
     )
+
+
+# -- the session service -------------------------------------------------------------------------
+
+
+def session_states_from_proto(
+    states: Sequence[pb.ModelInferRequest.InferInputTensor], raw: Sequence[bytes]
+) -> list[Tensor]:
+    """States sent to CreateSession / SetSessionState, encoded as ModelInfer encodes its inputs."""
+    return tensors_from_proto(states, raw, raw_field="raw_state_contents", kind="state")
+
+
+def session_to_proto(info: SessionInfo) -> spb.Session:
+    """A session and its states, the states in raw_state_contents as ModelInfer answers its outputs."""
+    message = spb.Session(
+        session_id=info.session_id,
+        model_name=info.model_name,
+        model_version=info.model_version,
+        step=info.step,
+        batch_size=info.batch_size,
+    )
+    for tensor in info.states:
+        message.states.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        message.raw_state_contents.append(tensors.to_raw(tensor.datatype, tensor.data))
+    return message

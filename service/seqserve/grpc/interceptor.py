@@ -17,7 +17,8 @@ from seqserve.errors import SeqserveError
 
 log = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "/inference.GRPCInferenceService/"
+# The services whose methods raise SeqserveError: inference and our session API.
+SERVICE_PREFIXES = ("/inference.GRPCInferenceService/", "/seqserve.SessionService/")
 
 
 def internal_error_message(method: str, error: BaseException) -> str:
@@ -26,7 +27,7 @@ def internal_error_message(method: str, error: BaseException) -> str:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every method of inference.GRPCInferenceService (health and reflection pass through)."""
+    """Wraps every method of our services (health and reflection pass through)."""
 
     async def intercept_service(
         self,
@@ -35,9 +36,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(SERVICE_PREFIX):
+        if handler is None or not method.startswith(SERVICE_PREFIXES):
             return handler
-        # Our service has unary-unary methods and one stream-stream method (ModelStreamInfer).
+        # Our services have unary-unary methods and one stream-stream method (ModelStreamInfer).
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, handler.unary_unary),

@@ -1,4 +1,4 @@
-"""Builds the grpc.aio server: the inference service, health checking and reflection on one port."""
+"""Builds the grpc.aio server: the inference and session services, health checking and reflection on one port."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
-from seqserve.grpc.generated import grpc_service_pb2
+from seqserve.grpc.generated import grpc_service_pb2, session_service_pb2
 from seqserve.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from seqserve.grpc.generated.session_service_pb2_grpc import add_SessionServiceServicer_to_server
 from seqserve.grpc.health import HealthServicer
 from seqserve.grpc.interceptor import ErrorInterceptor
 from seqserve.grpc.servicer import InferenceServicer
+from seqserve.grpc.sessions import SessionServicer
 
 INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
 
 def create_grpc_server(dataplane: DataPlane, settings: Settings) -> grpc.aio.Server:
@@ -32,8 +35,14 @@ def create_grpc_server(dataplane: DataPlane, settings: Settings) -> grpc.aio.Ser
         ],
     )
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    add_SessionServiceServicer_to_server(SessionServicer(dataplane), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
-    services = [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    services = [
+        INFERENCE_SERVICE,
+        SESSION_SERVICE,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
     reflection.enable_server_reflection(services, server, pool=_reflection_pool())
     server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     return server
@@ -46,6 +55,13 @@ def _reflection_pool() -> descriptor_pool.DescriptorPool:
     why), so reflection gets a pool of its own holding every file the server serves.
     """
     pool = descriptor_pool.DescriptorPool()
-    for file in (grpc_service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+    # session_service.proto imports grpc_service.proto: a file goes in after those it depends on.
+    files = (
+        grpc_service_pb2.DESCRIPTOR,
+        session_service_pb2.DESCRIPTOR,
+        health_pb2.DESCRIPTOR,
+        reflection_pb2.DESCRIPTOR,
+    )
+    for file in files:
         pool.AddSerializedFile(file.serialized_pb)
     return pool

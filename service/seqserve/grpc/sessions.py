@@ -1,0 +1,56 @@
+"""seqserve.SessionService over the data plane: our session API (server-issued ids, state read and
+replaced, explicit end) for gRPC clients. Decode, call, encode, nothing else.
+
+Errors are not handled here: a SeqserveError raised by a method becomes its gRPC status in
+`seqserve.grpc.interceptor`, as for the inference service.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from seqserve.dataplane import DataPlane
+from seqserve.errors import InvalidInput
+from seqserve.grpc import converters
+from seqserve.grpc.generated import session_service_pb2 as spb
+from seqserve.grpc.generated.session_service_pb2_grpc import SessionServiceServicer
+
+
+class SessionServicer(SessionServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    async def CreateSession(self, request: spb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
+        states = converters.session_states_from_proto(request.states, request.raw_state_contents)
+        info = await self._dataplane.create_session(
+            _required(request.model_name, "model_name"), request.model_version or None, states
+        )
+        return converters.session_to_proto(info)
+
+    async def GetSession(self, request: spb.GetSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
+        info = await self._dataplane.get_session(*_address(request))
+        return converters.session_to_proto(info)
+
+    async def SetSessionState(
+        self, request: spb.SetSessionStateRequest, context: grpc.aio.ServicerContext
+    ) -> spb.Session:
+        states = converters.session_states_from_proto(request.states, request.raw_state_contents)
+        info = await self._dataplane.set_session_state(*_address(request), states)
+        return converters.session_to_proto(info)
+
+    async def EndSession(
+        self, request: spb.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> spb.EndSessionResponse:
+        await self._dataplane.end_session(*_address(request))
+        return spb.EndSessionResponse()
+
+
+def _address(request: spb.GetSessionRequest | spb.SetSessionStateRequest | spb.EndSessionRequest) -> tuple[str, str]:
+    return _required(request.model_name, "model_name"), _required(request.session_id, "session_id")
+
+
+def _required(value: str, field: str) -> str:
+    # proto3 cannot tell an absent string from an empty one; an empty name is always a client's slip.
+    if not value:
+        raise InvalidInput(f"'{field}' is required")
+    return value
