@@ -34,7 +34,7 @@ from seqserve.runtime.session import OrtModel
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
 from seqserve.sessions.manager import SessionManager, session_key
 from seqserve.sessions.state import SessionState
-from seqserve.sessions.stores import MemoryStateStore
+from seqserve.sessions.stores import MemoryStateStore, gone_message
 from seqserve.store.model_store import ModelStore, ModelVersion
 from seqserve.store.signature import Signature, StateSpec, TensorSpec
 
@@ -145,7 +145,7 @@ class DataPlane:
                 previous = None
             else:
                 _require_stateful(self.store.get_ready(name, request.model_version))
-                previous = await self._load_session(key, name, control)
+                previous = await self._load_session(key, name, control, replaying_end=control.step is not None)
                 mv = self.store.get_ready(name, str(previous.version))
                 if request.model_version and request.model_version != str(previous.version):
                     raise InvalidInput(
@@ -177,17 +177,20 @@ class DataPlane:
 
             step = 1 if previous is None else previous.step + 1
             # The new state is stored before the answer leaves, so an answered step is never lost.
-            if control.end:
+            if control.end and control.step is None:
                 await self.sessions.store.delete(key)
             else:
+                # A numbered last step leaves an ended record holding its answer (no states), so
+                # a retry of it is answered again rather than told the sequence has ended.
                 outputs = {spec.name: results[spec.name] for spec in signature.outputs}
                 state = SessionState(
                     model=name,
                     version=mv.version,
                     batch_size=batch_size,
-                    states={spec.name: results[spec.output] for spec in signature.states},
+                    states={} if control.end else {spec.name: results[spec.output] for spec in signature.states},
                     step=step,
                     last_outputs=outputs if control.step is not None else None,
+                    ended=control.end,
                 )
                 await self.sessions.store.save(
                     key, state, expected_revision=None if previous is None else previous.revision
@@ -259,11 +262,17 @@ class DataPlane:
             await self._load_session(key, model, control)  # an unknown session is an error, not a no-op
             await self.sessions.store.delete(key)
 
-    async def _load_session(self, key: str, name: str, control: SequenceControl) -> SessionState:
+    async def _load_session(
+        self, key: str, name: str, control: SequenceControl, replaying_end: bool = False
+    ) -> SessionState:
+        """The session's record; an ended one only to answer a retry of its last numbered step."""
         try:
-            return await self.sessions.store.load(key)
+            state = await self.sessions.store.load(key)
         except SessionNotFound as e:
             raise SessionNotFound(f"{control.describe()} of model '{name}' {e}") from None
+        if state.ended and not (replaying_end and control.step == state.step):
+            raise SessionNotFound(f"{control.describe()} of model '{name}' {gone_message('has ended')}")
+        return state
 
     async def _run(self, mv: ModelVersion, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs the model: small requests inline, larger ones on a compute thread.

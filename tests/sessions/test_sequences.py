@@ -319,3 +319,18 @@ async def test_session_api_errors_name_the_problem_and_change_nothing(plane: Dat
     await plane.end_session("lstm", info.session_id)
     with pytest.raises(SessionNotFound, match="has ended"):
         await plane.end_session("lstm", info.session_id)
+
+
+async def test_a_retried_numbered_last_step_gets_its_answer_again(plane: DataPlane) -> None:
+    x = _seq(steps=2)
+    await plane.infer(_step(x[:, :1], 1, sequence_start=True, sequence_step=1))
+    last = await plane.infer(_step(x[:, 1:], 1, sequence_end=True, sequence_step=2))
+    retried = await plane.infer(_step(x[:, 1:], 1, sequence_end=True, sequence_step=2))
+    np.testing.assert_array_equal(retried.outputs[1].data, last.outputs[1].data)
+    for request in (_step(x[:, 1:], 1, sequence_step=3), _step(x[:, 1:], 1)):
+        with pytest.raises(SessionNotFound, match="sequence 1 of model 'lstm' has ended"):
+            await plane.infer(request)
+    with pytest.raises(SessionNotFound, match="has ended"):
+        await plane.get_session("lstm", 1)
+    # The id can start a new sequence.
+    await plane.infer(_step(x[:, :1], 1, sequence_start=True, sequence_step=1))

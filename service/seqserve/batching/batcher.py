@@ -80,22 +80,27 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending] | None = None
         self._held: _Pending | None = None  # too big to join the last batch: leads the next one
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = BatchStats()
 
     async def run(self, feeds: Feeds) -> Feeds:
         """Runs `feeds` (batch axis first) as part of a batch; returns this request's slice of the outputs."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._serve(), name="seqserve-batcher")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._task is None or self._task.done():
+            # The queue and the task belong to one event loop (a new loop, e.g. in tests, starts afresh).
+            self._loop, self._queue, self._held = loop, asyncio.Queue(), None
+            self._task = loop.create_task(self._serve(), name="seqserve-batcher")
+        assert self._queue is not None
         size = int(next(iter(feeds.values())).shape[0])
-        future: asyncio.Future[Feeds] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Feeds] = loop.create_future()
         await self._queue.put(_Pending(feeds, size, future))
         return await future
 
     async def close(self) -> None:
-        if self._task is not None:
+        if self._task is not None and self._loop is asyncio.get_running_loop():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -111,6 +116,7 @@ class Batcher:
 
     async def _collect(self) -> list[_Pending]:
         """The first waiting run, then whatever else fits before the delay runs out."""
+        assert self._queue is not None
         first, self._held = self._held or await self._queue.get(), None
         batch, samples = [first], first.size
         deadline = time.perf_counter() + self.max_queue_delay

@@ -31,6 +31,8 @@ class SessionState:
     # of that step gets the same answer instead of advancing the state twice.
     last_outputs: dict[str, np.ndarray] | None = None
     last_used: float = field(default_factory=time.time)
+    # Ended by a numbered last step: kept (without states) only to answer a retry of that step.
+    ended: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -47,6 +49,7 @@ class SessionState:
             "step": self.step,
             "last_used": self.last_used,
             "has_outputs": self.last_outputs is not None,
+            "ended": self.ended,
             "arrays": [[kind, name, str(a.dtype), list(a.shape)] for kind, name, a in arrays],
         }
         encoded = json.dumps(header).encode()
@@ -73,4 +76,5 @@ class SessionState:
             step=header["step"],
             last_outputs=outputs if header["has_outputs"] else None,
             last_used=header["last_used"],
+            ended=header.get("ended", False),
         )
