@@ -1,0 +1,115 @@
+"""Checking a request against a model's signature: names, datatypes, shapes and values.
+
+Everything a client sends is checked here before it reaches ONNX Runtime or a session's state, and
+every refusal names the tensor and what was expected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqserve.errors import InvalidInput
+from seqserve.inference import InferRequest, Tensor
+from seqserve.store.signature import Signature, StateSpec, TensorSpec
+
+
+def split_state_inputs(
+    signature: Signature, inputs: list[Tensor], allowed: bool
+) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """Separates tensors named like a state (`lstm.h`) from model inputs: they seed a sequence's start."""
+    state_names = {s.name for s in signature.states}
+    model_inputs, initial = [], {}
+    for tensor in inputs:
+        if tensor.name in state_names:
+            if not allowed:
+                raise InvalidInput(
+                    f"state '{tensor.name}' can only be given with sequence_start=true (or through the session API)"
+                )
+            initial[tensor.name] = tensor
+        else:
+            model_inputs.append(tensor)
+    return model_inputs, initial
+
+
+def validate_states(signature: Signature, given: dict[str, Tensor], batch_size: int) -> dict[str, np.ndarray]:
+    """Checks client-supplied states against the signature; returns them keyed by graph input."""
+    feeds = {}
+    for spec in signature.states:
+        tensor = given.get(spec.name)
+        if tensor is None:
+            continue
+        expected = [batch_size, *spec.shape[1:]]
+        _check_state(spec, tensor, expected)
+        feeds[spec.input] = tensor.data
+    return feeds
+
+
+def _check_state(spec: StateSpec, tensor: Tensor, expected: list[int]) -> None:
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"state '{spec.name}' has datatype {tensor.datatype}, expected {spec.datatype}")
+    if list(tensor.data.shape) != expected:
+        raise InvalidInput(f"state '{spec.name}' has shape {list(tensor.data.shape)}, expected {expected}")
+    if not np.isfinite(tensor.data).all():
+        raise InvalidInput(f"state '{spec.name}' holds a NaN or infinite value")
+
+
+def validate_inputs(signature: Signature, model_name: str, inputs: list[Tensor]) -> tuple[dict[str, np.ndarray], int]:
+    """Checks names, datatypes, shapes and values against the signature; returns ORT feeds and the batch size."""
+    expected = {t.name: t for t in signature.inputs}
+    given: dict[str, Tensor] = {}
+    for tensor in inputs:
+        if tensor.name not in expected:
+            raise InvalidInput(
+                f"unknown input '{tensor.name}' for model '{model_name}'; expected {_names(signature.inputs)}"
+            )
+        if tensor.name in given:
+            raise InvalidInput(f"input '{tensor.name}' is given more than once")
+        given[tensor.name] = tensor
+    missing = [name for name in expected if name not in given]
+    if missing:
+        raise InvalidInput(f"model '{model_name}' expects input(s) {', '.join(map(repr, missing))}, not given")
+
+    batch_sizes = set()
+    for name, spec in expected.items():
+        tensor = given[name]
+        _check_tensor(spec, tensor)
+        batch_sizes.add(tensor.data.shape[0])
+    if len(batch_sizes) > 1:
+        raise InvalidInput(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
+    return {name: given[name].data for name in expected}, batch_sizes.pop()
+
+
+def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"input '{spec.name}' has datatype {tensor.datatype}, expected {spec.datatype}")
+    shape = tensor.data.shape
+    if len(shape) != len(spec.shape) or any(e >= 0 and e != g for e, g in zip(spec.shape, shape, strict=True)):
+        raise InvalidInput(f"input '{spec.name}' has shape {list(shape)}, expected {_shape_text(spec.shape)}")
+    if shape[0] == 0 or any(d == 0 for d in shape):
+        raise InvalidInput(f"input '{spec.name}' has an empty dimension: shape {list(shape)}")
+    # A NaN fed into a recurrent state poisons every later step of a session: refuse it at the door.
+    if tensor.data.dtype.kind == "f" and not np.isfinite(tensor.data).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(tensor.data))[0])
+        raise InvalidInput(f"input '{spec.name}' holds a NaN or infinite value at index {list(index)}")
+
+
+def select_outputs(signature: Signature, model_name: str, request: InferRequest) -> list[TensorSpec]:
+    if request.outputs is None:
+        return list(signature.outputs)
+    known = {t.name: t for t in signature.outputs}
+    wanted = []
+    for out in request.outputs:
+        if out.name not in known:
+            raise InvalidInput(
+                f"unknown output '{out.name}' for model '{model_name}'; expected {_names(signature.outputs)}"
+            )
+        wanted.append(known[out.name])
+    return wanted
+
+
+def _names(specs: list[TensorSpec]) -> str:
+    return ", ".join(repr(t.name) for t in specs)
+
+
+def _shape_text(shape: list[int]) -> str:
+    return "[" + ", ".join("-1 (any)" if d < 0 else str(d) for d in shape) + "]"
