@@ -1,0 +1,1 @@
+"""Layer converters, one module per family; each registers itself with `@register(...)`."""
