@@ -26,12 +26,12 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import keras  # noqa: E402
 from seqserve.export import export_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -23,9 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
 from seqserve.export import export_model  # noqa: E402
 
 ALPHABET = " abcdehilmnorstw."

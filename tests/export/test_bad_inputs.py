@@ -9,11 +9,11 @@ import zipfile
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import layers
+
 from seqserve.errors import ExportError
 from seqserve.export import export_model
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import onnxruntime as ort
 import pytest
+from keras import layers
 from kerasparity import TOL, as_list, max_diff, random_seq, randomize_weights
 
-import keras
-from keras import layers
 from seqserve.export import export_model
 from seqserve.store.signature import Signature
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-from kerasparity import TOL, as_list, max_diff, randomize_weights
-
-import keras
 from keras import layers
+from kerasparity import TOL, as_list, max_diff, randomize_weights
 
 T, F, U, V = 6, 3, 4, 9
 

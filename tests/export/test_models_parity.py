@@ -4,12 +4,11 @@ recurrent models are built with. Each matches Keras to 1e-5."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
-from kerasparity import TOL, as_list, assert_matches_keras, export, max_diff, random_seq, randomize_weights
-
-import keras
 from keras import layers
+from kerasparity import TOL, as_list, assert_matches_keras, export, max_diff, random_seq, randomize_weights
 
 B, T, F, U = 3, 6, 4, 5
 

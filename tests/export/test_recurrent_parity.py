@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
-from kerasparity import TOL, as_list, assert_matches_keras, max_diff, random_seq, randomize_weights
-
-import keras
 from keras import layers
+from kerasparity import TOL, as_list, assert_matches_keras, max_diff, random_seq, randomize_weights
 
 T, F, U, B = 6, 4, 5, 3
 

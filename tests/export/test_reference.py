@@ -3,12 +3,12 @@ figure written into the signature is small for every model kind."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+from keras import layers
 from kerasparity import as_list, export, max_diff, random_seq, randomize_weights
 
-import keras
-from keras import layers
 from seqserve.keras import load_keras_model
 from seqserve.reference import NoReference, run_reference
 

@@ -3,12 +3,11 @@ consecutive predict calls, including after reset_states() and with go_backwards 
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
-from kerasparity import TOL, as_list, export, max_diff, random_seq, randomize_weights
-
-import keras
 from keras import layers
+from kerasparity import TOL, as_list, export, max_diff, random_seq, randomize_weights
 
 B, T, F, U = 2, 5, 3, 4
 

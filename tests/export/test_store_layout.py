@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+import keras
 import onnx
 import onnxruntime as ort
-
-import keras
 from keras import layers
+
 from seqserve.export import export_model
 from seqserve.export.builder import OPSET
 from seqserve.store.signature import Signature

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import layers
+
 from seqserve.keras import TensorRef, load_keras_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "keras2"

@@ -9,10 +9,10 @@ import queue
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from helpers.server import RunningServer, running_server
 from seqserve.export import export_model
 from seqserve.store.signature import Signature
