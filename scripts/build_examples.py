@@ -33,9 +33,9 @@ TEXT = "the cat sat on the mat. the rat ate the hat. a bird was on the wire. " *
 
 
 def chars() -> keras.Model:
-    vocab, window = len(ALPHABET), 12
+    vocab, window = len(ALPHABET), 40
     index = np.array([ALPHABET.index(c) for c in TEXT if c in ALPHABET])
-    starts = np.arange(0, len(index) - window - 1, 3)
+    starts = np.arange(0, len(index) - window - 1, 2)
     x = np.eye(vocab, dtype=np.float32)[np.stack([index[s : s + window] for s in starts])]
     y = np.eye(vocab, dtype=np.float32)[index[starts + window]]
     inputs = keras.Input(shape=(None, vocab), name="chars")
@@ -43,7 +43,7 @@ def chars() -> keras.Model:
     outputs = keras.layers.Dense(vocab, activation="softmax", name="next_char")(hidden)
     model = keras.Model(inputs, outputs, name="chars")
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
-    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    model.fit(x, y, epochs=15, batch_size=64, verbose=0)
     return model
 
 
