@@ -145,9 +145,13 @@ class DataPlane:
                 mv = self.store.get_ready(name, request.model_version)
                 previous = None
             else:
-                _require_stateful(self.store.get_ready(name, request.model_version))
-                previous = await self._load_session(key, name, control, replaying_end=control.step is not None)
-                mv = self.store.get_ready(name, str(previous.version))
+                try:
+                    previous = await self._load_session(key, name, control, replaying_end=control.step is not None)
+                except SessionNotFound:
+                    # A model that cannot carry sequences deserves that answer, not "unknown sequence".
+                    _require_stateful(self.store.get_ready(name, request.model_version))
+                    raise
+                mv = self.store.pinned(name, previous.version)
                 if request.model_version and request.model_version != str(previous.version):
                     raise InvalidInput(
                         f"{control.describe()} runs on version {previous.version} of model '{name}', "
@@ -249,7 +253,7 @@ class DataPlane:
         key, control = session_key(model, session_id), SequenceControl(session_id)
         async with self.sessions.exclusive(key, control):
             previous = await self._load_session(key, model, control)
-            mv = self.store.get_ready(model, str(previous.version))
+            mv = self.store.pinned(model, previous.version)
             signature, _ = _require_stateful(mv)
             if not states:
                 raise InvalidInput(f"give the states to set: {', '.join(repr(s.name) for s in signature.states)}")

@@ -54,7 +54,7 @@ def state_store(settings: Settings) -> StateStore:
 
 
 def build_dataplane(settings: Settings) -> DataPlane:
-    store = ModelStore(settings.store, model_loader(settings))
+    store = ModelStore(settings.store, model_loader(settings), drain_seconds=settings.max_sequence_idle)
     store.scan()
     sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
     batching = BatchingOptions(settings.batching, settings.max_batch_size, settings.max_queue_delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from helpers.onnx_models import run_directly, write_embedding_model, write_lstm_
 from helpers.redis_server import running_redis
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
-from seqserve.errors import InvalidInput, LimitExceeded, SessionConflict, SessionNotFound
+from seqserve.errors import InvalidInput, LimitExceeded, ModelNotFound, SessionConflict, SessionNotFound
 from seqserve.inference import InferRequest, Tensor
 from seqserve.server import build_dataplane
 
@@ -334,3 +335,30 @@ async def test_a_retried_numbered_last_step_gets_its_answer_again(plane: DataPla
         await plane.get_session("lstm", 1)
     # The id can start a new sequence.
     await plane.infer(_step(x[:, :1], 1, sequence_start=True, sequence_step=1))
+
+
+async def test_a_version_removed_from_disk_keeps_serving_its_sessions_until_they_end(
+    make_plane: Planes, store: Path
+) -> None:
+    plane = make_plane(max_sequence_idle=30)
+    x = _seq()
+    await plane.infer(_step(x[:, :2], 1, sequence_start=True))
+    write_lstm_model(store, "lstm", 2, seed=5, stateful=True)
+    shutil.rmtree(store / "lstm" / "1")
+    plane.store.scan()
+    # New requests see only version 2; the session started on version 1 finishes there.
+    assert (await plane.infer(_step(x[:, :1], 2, sequence_start=True))).model_version == "2"
+    with pytest.raises(ModelNotFound, match="has no version 1"):
+        await plane.infer(InferRequest("lstm", model_version="1", inputs=[Tensor("x", "FP32", x[:, :1])]))
+    rest = await plane.infer(_step(x[:, 2:], 1))
+    assert rest.model_version == "1"
+
+
+async def test_a_session_whose_version_is_gone_says_so(make_plane: Planes, store: Path) -> None:
+    plane = make_plane(max_sequence_idle=0)  # no grace period
+    await plane.infer(_step(_seq(steps=1), 1, sequence_start=True))
+    write_lstm_model(store, "lstm", 2, seed=5, stateful=True)
+    shutil.rmtree(store / "lstm" / "1")
+    plane.store.scan()
+    with pytest.raises(ModelNotFound, match="version 1 of model 'lstm', which this session runs on, was removed"):
+        await plane.infer(_step(_seq(steps=1), 1))

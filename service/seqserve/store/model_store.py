@@ -3,12 +3,17 @@
 A version directory counts once it holds both `model.onnx` and `signature.json`; the exporter
 writes into a hidden temporary directory and renames it into place, so a scan never sees half a
 version. Rescanning loads versions that appeared and drops those that disappeared, without a restart.
+
+A session stays on the version it started on (state shapes can differ between versions), so a
+version removed from disk keeps running for its sessions for a grace period (`drain_seconds`, the
+sequence idle timeout): new requests no longer see it, sessions already on it finish on it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,31 +47,42 @@ class ModelVersion:
 
 
 def is_version_dir(path: Path) -> bool:
-    return path.is_dir() and path.name.isdigit() and (path / MODEL_FILE).is_file() and (
-        path / SIGNATURE_FILE
-    ).is_file()
+    return path.is_dir() and path.name.isdigit() and (path / MODEL_FILE).is_file() and (path / SIGNATURE_FILE).is_file()
 
 
 class ModelStore:
-    def __init__(self, root: Path, loader: Loader) -> None:
+    def __init__(self, root: Path, loader: Loader, drain_seconds: float = 0.0) -> None:
         self.root = Path(root)
         self._loader = loader
+        self.drain_seconds = drain_seconds
         self._models: dict[str, dict[int, ModelVersion]] = {}
+        # Removed from disk, still serving the sessions pinned to them: version -> (entry, until).
+        self._draining: dict[tuple[str, int], tuple[ModelVersion, float]] = {}
         self._scan_lock = threading.Lock()
 
     def scan(self) -> None:
         """Brings the loaded set in line with the directory: load new versions, drop removed ones."""
         with self._scan_lock:
             found = self._find_versions()
+            now = time.monotonic()
+            draining = {key: value for key, value in self._draining.items() if value[1] > now}
             current = {(n, v): mv for n, vs in self._models.items() for v, mv in vs.items()}
+            current.update({key: entry for key, (entry, _) in draining.items() if key not in current})
             updated: dict[str, dict[int, ModelVersion]] = {}
             for (name, version), path in sorted(found.items()):
                 entry = current.get((name, version)) or self._load(name, version, path)
                 updated.setdefault(name, {})[version] = entry
-            for key in current.keys() - found.keys():
-                log.info("model %s version %d removed from the store; unloading", *key)
-            # One assignment, so readers see the old set or the new one, never a mix.
-            self._models = updated
+                draining.pop((name, version), None)  # back on disk: serving again
+            for key in current.keys() - found.keys() - draining.keys():
+                entry = current[key]
+                if self.drain_seconds > 0 and entry.ready:
+                    log.info("model %s version %d removed from the store; its sessions may finish for %g s", *key,
+                             self.drain_seconds)  # fmt: skip
+                    draining[key] = (entry, now + self.drain_seconds)
+                else:
+                    log.info("model %s version %d removed from the store; unloaded", *key)
+            # One assignment each, so readers see the old set or the new one, never a mix.
+            self._models, self._draining = updated, draining
 
     def _find_versions(self) -> dict[tuple[str, int], Path]:
         if not self.root.is_dir():
@@ -117,6 +133,20 @@ class ModelStore:
             raise ModelNotFound(f"model '{name}' has no version {version}")
         ready = [mv for mv in versions if mv.ready]
         return ready[-1] if ready else versions[-1]
+
+    def pinned(self, name: str, version: int) -> ModelVersion:
+        """The version a session runs on: a ready version, or one removed from disk but still draining."""
+        entry = self._models.get(name, {}).get(version)
+        if entry is None:
+            draining = self._draining.get((name, version))
+            if draining is None or draining[1] <= time.monotonic():
+                raise ModelNotFound(
+                    f"version {version} of model '{name}', which this session runs on, was removed from the store"
+                )
+            entry = draining[0]
+        if not entry.ready:
+            raise ModelNotReady(f"model '{name}' version {version} is not ready: {entry.reason}")
+        return entry
 
     def get_ready(self, name: str, version: str | None = None) -> ModelVersion:
         mv = self.find(name, version)
