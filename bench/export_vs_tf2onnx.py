@@ -185,13 +185,26 @@ def measure(case: Path, repeat: int) -> Row:
     row.seqserve_max_diff = float(np.abs(_first_output(ours, x) - expected).max())
     row.tf2onnx_max_diff = float(np.abs(_first_output(theirs, x) - expected).max())
     row.tf2onnx_has_loop = any(n.op_type == "Loop" for n in onnx.load(str(theirs)).graph.node)
-    ops = [n.op_type for n in onnx.load(str(ours)).graph.node]
-    row.seqserve_ops = ",".join(sorted({op for op in ops if op in {"LSTM", "GRU", "RNN", "Scan", "Loop"}} | {
-        op for op in ops if op.startswith("ConvLSTM")
-    }))
+    row.seqserve_ops = ",".join(sorted(_recurrent_ops(onnx.load(str(ours)))))
     row.seqserve_ms, row.tf2onnx_ms = _time_pair(ours, theirs, x, 0, repeat)
     row.seqserve_1t_ms, row.tf2onnx_1t_ms = _time_pair(ours, theirs, x, 1, repeat)
     return row
+
+
+def _recurrent_ops(model: onnx.ModelProto) -> set[str]:
+    """The ops that carry the recurrence, also inside If branches and model-local functions."""
+    found: set[str] = set()
+    graphs = [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs:
+        nodes.extend(graphs.pop().node)
+        while nodes:
+            node = nodes.pop()
+            if node.op_type in {"LSTM", "GRU", "RNN", "Scan", "Loop", "If"} or node.domain == "seqserve":
+                found.add(node.op_type)
+            for attribute in node.attribute:
+                graphs.extend([attribute.g] if attribute.HasField("g") else list(attribute.graphs))
+    return found
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
