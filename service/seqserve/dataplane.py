@@ -34,7 +34,7 @@ from seqserve.runtime.session import OrtModel
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
 from seqserve.sessions.manager import SessionManager, session_key
 from seqserve.sessions.state import SessionState
-from seqserve.sessions.stores import MemoryStateStore, gone_message
+from seqserve.sessions.stores import MemoryStateStore, SessionLimits, gone_message
 from seqserve.store.model_store import ModelStore, ModelVersion
 from seqserve.store.signature import Signature, TensorSpec
 from seqserve.validation import select_outputs, split_state_inputs, validate_inputs, validate_states
@@ -198,19 +198,26 @@ class DataPlane:
                     ended=control.end,
                 )
                 await self.sessions.store.save(
-                    key, state, expected_revision=None if previous is None else previous.revision
+                    key,
+                    state,
+                    expected_revision=None if previous is None else previous.revision,
+                    limits=self.session_limits(mv),
                 )
             return _response(mv, request, wanted, results, step=step)
 
     def _batcher(self, mv: ModelVersion) -> Batcher | None:
         """The batcher of a model version, made on its first request; None where batching is off or impossible."""
         signature, model = _parts(mv)
-        if not self.batching.enabled or not batchable(signature):
+        options = self.batching_options(mv)
+        if not options.enabled or not batchable(signature):
             return None
         key = (mv.name, mv.version)
         entry = self._batchers.get(key)
         if entry is not None and entry[0] is model:
-            return entry[1]
+            batcher = entry[1]
+            # config.yaml may have changed since: the next batches follow it.
+            batcher.max_batch_size, batcher.max_queue_delay = options.max_batch_size, options.max_queue_delay
+            return batcher
         labels = (mv.name, str(mv.version))
 
         def observe(requests: int, samples: int, seconds: float) -> None:
@@ -222,12 +229,26 @@ class DataPlane:
         batcher = Batcher(
             model.run,
             executor,
-            max_batch_size=self.batching.max_batch_size,
-            max_queue_delay=self.batching.max_queue_delay,
+            max_batch_size=options.max_batch_size,
+            max_queue_delay=options.max_queue_delay,
             on_batch=observe,
         )
         self._batchers[key] = (model, batcher, executor)
         return batcher
+
+    def batching_options(self, mv: ModelVersion) -> BatchingOptions:
+        """The server's batching settings, overridden by what the model's config.yaml sets."""
+        config, server = mv.config, self.batching
+        return BatchingOptions(
+            enabled=server.enabled if config.batching is None else config.batching,
+            max_batch_size=config.max_batch_size or server.max_batch_size,
+            max_queue_delay=server.max_queue_delay if config.max_queue_delay is None else config.max_queue_delay,
+        )
+
+    @staticmethod
+    def session_limits(mv: ModelVersion) -> SessionLimits:
+        config = mv.config
+        return SessionLimits(config.max_sessions, config.max_session_bytes, config.max_sequence_idle)
 
     # -- the session API: server-issued ids, state read and replaced, explicit end ------------------
 
@@ -240,7 +261,9 @@ class DataPlane:
         signature, _ = _require_stateful(mv)
         session_id = secrets.token_hex(16)
         state = _session_state(signature, mv, states, step=0)
-        await self.sessions.store.save(session_key(model, session_id), state, expected_revision=None)
+        await self.sessions.store.save(
+            session_key(model, session_id), state, expected_revision=None, limits=self.session_limits(mv)
+        )
         return _session_info(session_id, state)
 
     async def get_session(self, model: str, session_id: str) -> SessionInfo:
@@ -258,7 +281,9 @@ class DataPlane:
             if not states:
                 raise InvalidInput(f"give the states to set: {', '.join(repr(s.name) for s in signature.states)}")
             state = _session_state(signature, mv, states, step=previous.step)
-            await self.sessions.store.save(key, state, expected_revision=previous.revision)
+            await self.sessions.store.save(
+                key, state, expected_revision=previous.revision, limits=self.session_limits(mv)
+            )
             return _session_info(session_id, state)
 
     async def end_session(self, model: str, session_id: str) -> None:

@@ -29,9 +29,7 @@ def to_numpy_dtype(datatype: str) -> np.dtype:
     try:
         return _V2_TO_NUMPY[datatype]
     except KeyError:
-        raise InvalidInput(
-            f"unknown datatype {datatype!r}; expected one of {', '.join(_V2_TO_NUMPY)}"
-        ) from None
+        raise InvalidInput(f"unknown datatype {datatype!r}; expected one of {', '.join(_V2_TO_NUMPY)}") from None
 
 
 def to_v2_datatype(dtype: np.dtype) -> str:

@@ -112,3 +112,21 @@ async def test_a_request_larger_than_the_batch_limit_runs_alone() -> None:
     for n, result in zip(sizes, results, strict=True):
         np.testing.assert_array_equal(result["y"], np.full((n, 1), 2 * n))
     assert max(batcher.stats.sizes) == 6 and batcher.stats.requests == 4
+
+
+async def test_a_models_config_sets_its_batching(store: Path) -> None:
+    (store / "embed" / "config.yaml").write_text("max_batch_size: 2\nmax_queue_delay: 0.01\n")
+    (store / "lstm" / "config.yaml").write_text("batching: false\n")
+    plane = build_dataplane(Settings(store=store, device="cpu"))
+    try:
+        tokens = np.array([[1, 2]], dtype=np.int64)
+        await asyncio.gather(
+            *(plane.infer(InferRequest("embed", inputs=[Tensor("tokens", "INT64", tokens)])) for _ in range(6))
+        )
+        assert max(_batcher_of(plane, "embed").stats.sizes) == 2
+        await plane.infer(InferRequest("lstm", inputs=[Tensor("x", "FP32", np.zeros((1, 1, 3), np.float32))]))
+        assert ("lstm", 1) not in plane._batchers
+    finally:
+        (store / "embed" / "config.yaml").unlink()
+        (store / "lstm" / "config.yaml").unlink()
+        await plane.close()

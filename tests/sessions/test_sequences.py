@@ -362,3 +362,23 @@ async def test_a_session_whose_version_is_gone_says_so(make_plane: Planes, store
     plane.store.scan()
     with pytest.raises(ModelNotFound, match="version 1 of model 'lstm', which this session runs on, was removed"):
         await plane.infer(_step(_seq(steps=1), 1))
+
+
+# -- per-model limits from config.yaml ----------------------------------------------------------
+
+
+async def test_a_models_config_bounds_its_own_sessions_and_idle_time(make_plane: Planes, store: Path) -> None:
+    write_lstm_model(store, "other", 1, stateful=True)
+    (store / "lstm" / "config.yaml").write_text("max_sessions: 2\nmax_sequence_idle: 0.2\n")
+    plane = make_plane(session_eviction_grace=0)
+    await plane.infer(_step(_seq(steps=1), 1, model="other", sequence_start=True))
+    for sid in (1, 2, 3):
+        await plane.infer(_step(_seq(steps=1), sid, sequence_start=True))
+    with pytest.raises(SessionNotFound, match="sequence 1 of model 'lstm' was evicted"):
+        await plane.infer(_step(_seq(steps=1), 1))
+    # The other model's session was not touched by lstm's bound, and keeps the server's idle time.
+    await plane.infer(_step(_seq(steps=1), 1, model="other"))
+    await asyncio.sleep(0.4)
+    with pytest.raises(SessionNotFound, match="expired after 0.2 s idle"):
+        await plane.infer(_step(_seq(steps=1), 2))
+    await plane.infer(_step(_seq(steps=1), 1, model="other"))

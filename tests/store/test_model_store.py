@@ -75,3 +75,18 @@ def test_a_version_that_fails_to_load_is_not_ready_and_says_why(tmp_path: Path) 
     assert store.get_ready("m").version == 1
     with pytest.raises(ModelNotReady, match="version 2 is not ready: cannot read"):
         store.get_ready("m", "2")
+
+
+def test_a_broken_config_yaml_makes_the_model_unavailable_until_fixed(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    config = tmp_path / "m" / "config.yaml"
+    config.write_text("max_batch_size: 0\nmax_sessoins: 3\n")
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    with pytest.raises(ModelNotReady, match=r"config.yaml: max_batch_size: Input should be greater than or equal to 1; "
+                       r"max_sessoins: Extra inputs are not permitted"):  # fmt: skip
+        store.get_ready("m")
+    config.write_text("max_batch_size: 8\nmax_sequence_idle: 30\n")
+    store.scan()
+    ready = store.get_ready("m")
+    assert ready.config.max_batch_size == 8 and ready.config.max_sequence_idle == 30

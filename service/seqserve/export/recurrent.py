@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from seqserve.export import activations
@@ -188,11 +189,11 @@ def run_recurrent(
     if can_fuse(ctx, cells, mask):
         return _fused(ctx.b, name, cells[0], x.name, initial_states, opts)
     if mask is not None and can_fuse(ctx, cells, None):
-        return _back_padded_or_scan(ctx, name, cells, x.name, mask, initial_states, opts)
+        return _padded_or_scan(ctx, name, cells, x.name, mask, initial_states, opts)
     return _scan(ctx, ctx.b, name, cells, x.name, mask, initial_states, opts)
 
 
-def _back_padded_or_scan(
+def _padded_or_scan(
     ctx: ConvertContext,
     name: str,
     cells: list[Cell],
@@ -201,36 +202,69 @@ def _back_padded_or_scan(
     initial: list[str],
     opts: RecurrentOptions,
 ) -> tuple[str, list[str]]:
-    """A masked LSTM/GRU: when every row of the batch is back-padded (valid steps first, at least
-    one), the fused op with `sequence_lens` is exact; otherwise (front padding, holes, empty rows)
-    the Scan form runs. The test is on the data, inside the graph (`If`)."""
+    """A masked LSTM/GRU with default activations. The test is on the data, inside the graph:
+
+    - every row back-padded (valid steps first, at least one): the fused op with `sequence_lens`;
+    - else every row front-padded (masked steps first, at least one valid): the fused op on the
+      time-reversed input (`_fused(front_padded=True)`);
+    - else (holes, empty rows, a batch mixing both paddings) the Scan form.
+
+    Two nested `If`s; the tests cost a few ops on the [batch, time] mask.
+    """
     b = ctx.b
     lens = b.op(
         "ReduceSum", [b.op("Cast", [mask], f"{name}_mask_i64", to=INT64), b.i64([1])], f"{name}_lens", keepdims=0
     )
-    steps = b.op("Shape", [mask], f"{name}_steps", start=1, end=2)
-    positions = b.op("Range", [b.i64(0), b.op("Squeeze", [steps, b.i64([0])]), b.i64(1)], f"{name}_positions")
-    prefix = b.op("Less", [b.op("Unsqueeze", [positions, b.i64([0])]), b.op("Unsqueeze", [lens, b.i64([1])])])
-    same = b.op("Cast", [b.op("Equal", [prefix, mask])], to=INT64)
-    all_same = b.op("Cast", [b.op("ReduceMin", [same], keepdims=0)], to=BOOL)
+    steps = b.op("Squeeze", [b.op("Shape", [mask], f"{name}_steps", start=1, end=2), b.i64([0])])
+    positions = b.op("Unsqueeze", [b.op("Range", [b.i64(0), steps, b.i64(1)], f"{name}_positions"), b.i64([0])])
+    lens2 = b.op("Unsqueeze", [lens, b.i64([1])], f"{name}_lens2")
+    # `valid`: the mask a back-padded row has, i.e. the steps the op runs, in the order it runs them.
+    valid = b.op("Less", [positions, lens2], f"{name}_valid")
+    front = b.op("Not", [b.op("Less", [positions, b.op("Sub", [steps, lens2])])], f"{name}_front_mask")
     none_empty = b.op("Greater", [b.op("ReduceMin", [lens], keepdims=0), b.i64(0)])
-    cond = b.op("And", [all_same, none_empty], f"{name}_back_padded")
 
-    n_out = 1 + len(initial)
-    branches = []
-    for fused in (True, False):
-        sb = b.sub()
-        if fused:
-            seq_lens = sb.op("Cast", [lens], f"{name}_seq_lens", to=INT32)
-            out, finals = _fused(sb, name, cells[0], x, initial, opts, seq_lens=seq_lens, mask=mask)
-        else:
+    def matches(pattern: str, label: str) -> str:
+        differs = b.op("Cast", [b.op("Xor", [pattern, mask])], to=INT64)
+        same = b.op("Equal", [b.op("ReduceMax", [differs], keepdims=0), b.i64(0)])
+        return b.op("And", [same, none_empty], f"{name}_{label}")
+
+    back_padded, front_padded = matches(valid, "back_padded"), matches(front, "front_padded")
+
+    def branch(parent: GraphBuilder, form: str) -> onnx.GraphProto:
+        sb = parent.sub()
+        if form == "scan":
             out, finals = _scan(ctx, sb, name, cells, x, mask, initial, opts)
+        else:
+            seq_lens = sb.op("Cast", [lens], f"{name}_seq_lens", to=INT32)
+            out, finals = _fused(
+                sb, name, cells[0], x, initial, opts, seq_lens=seq_lens, valid=valid, front_padded=form == "front"
+            )
         for t in (out, *finals):
-            o = sb.name(f"{name}_{'fused' if fused else 'scan'}_out")
+            o = sb.name(f"{name}_{form}_out")
             sb.op_into("Identity", [t], [o])
             sb.add_output(o, FLOAT, None)
-        branches.append(sb.graph(f"{name}_{'fused' if fused else 'scan'}"))
-    outs = b.op("If", [cond], f"{name}_if", n_out=n_out, then_branch=branches[0], else_branch=branches[1])
+        return sb.graph(f"{name}_{form}")
+
+    n_out = 1 + len(initial)
+    inner = b.sub()
+    outs = inner.op(
+        "If",
+        [front_padded],
+        f"{name}_if_front",
+        n_out=n_out,
+        then_branch=branch(inner, "front"),
+        else_branch=branch(inner, "scan"),
+    )
+    for t in outs:
+        inner.add_output(t, FLOAT, None)
+    outs = b.op(
+        "If",
+        [back_padded],
+        f"{name}_if",
+        n_out=n_out,
+        then_branch=branch(b, "back"),
+        else_branch=inner.graph(f"{name}_not_back"),
+    )
     return outs[0], outs[1:]
 
 
@@ -248,15 +282,44 @@ def _fused(
     initial: list[str],
     opts: RecurrentOptions,
     seq_lens: str | None = None,
-    mask: str | None = None,
+    valid: str | None = None,
+    front_padded: bool = False,
 ) -> tuple[str, list[str]]:
-    """The ONNX LSTM/GRU op. With `seq_lens` (back-padded rows only), the op skips the padding and
-    the outputs there are made Keras': the last valid output repeated, or zeros."""
+    """The ONNX LSTM/GRU op, around it only the time-major Transposes and, where needed, one time
+    reversal (a Slice on the time-major axis 0, the cheapest place for it).
+
+    Keras runs the steps of P = x, or x reversed for go_backwards, and returns outputs in P's order.
+    The op runs `src` (x, or x reversed) forward or in reverse, so that it runs P's steps in P's
+    order; with `direction="reverse"` its Y comes in src's order, which is P reversed.
+
+    - No mask, forward: src = x, forward. go_backwards: for return_sequences, the narrower of the
+      input and the output is reversed (src = x reversed and forward, or src = x in reverse and Y
+      reversed); for the last output only, `direction="reverse"` on x and nothing is reversed.
+    - Masked (`seq_lens`: rows back-padded, or with `front_padded` front-padded): the op needs each
+      row's valid steps first, so src = x (back padding) or x reversed (front padding). The op
+      writes zeros past a row's length. Where P's valid steps come last (front padding forward,
+      back padding with go_backwards) those zeros sit at P's leading masked steps, which is what
+      Keras outputs there; where they come first, Keras repeats the last output (or zeros with
+      `zero_output_for_mask`): one `Where` on `valid` ([batch, time], True on the steps run).
+
+    Measured (2-core EPYC, ORT 1.32, 1 thread, thread CPU time, batch 32, T=100, 64 -> 128, per
+    node): time-major Slice of the input 0.06 ms vs 0.11 ms on axis 1 of [batch, time, 64] and
+    0.12 ms for tf2onnx's ReverseSequence; the LSTM op ~8 ms.
+    """
     u = cell.units
-    reverse_op = opts.go_backwards and seq_lens is not None
-    if opts.go_backwards and not reverse_op:
-        x = reverse_time(b, x)
+    masked = seq_lens is not None
+    input_dim = cell.kernel.shape[0]
+    if masked:
+        reverse_input = front_padded
+    elif opts.go_backwards and opts.return_sequences:
+        reverse_input = input_dim <= u
+    else:
+        reverse_input = False
+    # The op runs P forward when src is P.
+    reverse_op = reverse_input != opts.go_backwards
     xt = b.op("Transpose", [x], f"{name}_time_major", perm=[1, 0, 2])
+    if reverse_input:
+        xt = reverse_time(b, xt, axis=0)
     if cell.kind == "lstm":
         w = _lstm_onnx_order(cell.kernel, u).T[None]
         r = _lstm_onnx_order(cell.recurrent_kernel, u).T[None]
@@ -293,21 +356,23 @@ def _fused(
         b.op_into("GRU", ins, outs, linear_before_reset=int(cell.reset_after), **attrs)
     states = [b.op("Squeeze", [o, b.i64([0])], f"{name}_{k}") for o, k in zip(outs[1:], cell.state_kinds, strict=True)]
     last = states[0]
+    # Masked steps trail P (and the op wrote zeros there) when the op ran P forward.
+    masked_tail = masked and not reverse_op
     if opts.return_sequences:
         seq = b.op("Squeeze", [y, b.i64([1])], f"{name}_seq_tm")
-        out = b.op("Transpose", [seq], f"{name}_seq", perm=[1, 0, 2])
-        if seq_lens is not None and not reverse_op and not opts.zero_output_for_mask:
-            # Keras repeats the last valid output over the padding; the op writes zeros there.
-            mask3 = b.op("Unsqueeze", [mask, b.i64([2])], f"{name}_mask3")
-            out = b.op("Where", [mask3, out, b.op("Unsqueeze", [last, b.i64([1])])], f"{name}_seq")
         if reverse_op:
-            # Keras returns a go_backwards sequence in processing order (zeros before the first valid step).
-            out = reverse_time(b, out)
+            seq = reverse_time(b, seq, axis=0)
+        out = b.op("Transpose", [seq], f"{name}_seq", perm=[1, 0, 2])
+        if masked_tail and not opts.zero_output_for_mask:
+            # Keras repeats the last valid output over the padding; the op writes zeros there.
+            valid3 = b.op("Unsqueeze", [valid, b.i64([2])], f"{name}_valid3")
+            out = b.op("Where", [valid3, out, b.op("Unsqueeze", [last, b.i64([1])])], f"{name}_seq")
     else:
         out = last
-        if seq_lens is not None and not reverse_op and opts.zero_output_for_mask:
-            m_last = b.op("Gather", [mask, b.i64([-1])], f"{name}_mask_last", axis=1)
-            out = b.op("Where", [m_last, last, b.root.const(0.0, "zero")], f"{name}_last")
+        if masked_tail and opts.zero_output_for_mask:
+            # Zeros unless P's last step is valid.
+            v_last = b.op("Gather", [valid, b.i64([-1])], f"{name}_valid_last", axis=1)
+            out = b.op("Where", [v_last, last, b.root.const(0.0, "zero")], f"{name}_last")
     return out, states
 
 

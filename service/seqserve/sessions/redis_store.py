@@ -8,16 +8,19 @@ when the session key vanished while this one still says "live", expired by its T
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
 from seqserve.sessions.state import SessionState
-from seqserve.sessions.stores import StateStore, concurrent_write, gone_message
+from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write, gone_message
 
-# KEYS: session, tombstone, lru index.  ARGV: expected revision ("" = create or replace), unused, blob,
-# idle ttl ms (0 = none), tombstone ttl ms, max sessions, eviction grace ms, key prefix.
+# KEYS: session, tombstone, server lru index, model lru index.
+# ARGV: expected revision ("" = create or replace), model max sessions (0 = no bound), blob,
+# idle ttl ms (0 = none), tombstone ttl ms, server max sessions, eviction grace ms, key prefix,
+# what to say once the idle ttl has run out.
 # Returns {0, new revision} or {negative code, ...}.
 _SAVE = """
 local current = redis.call('HGET', KEYS[1], 'rev')
@@ -27,33 +30,42 @@ if ARGV[1] ~= '' then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if not current then
-  local max = tonumber(ARGV[6])
-  while redis.call('ZCARD', KEYS[3]) >= max do
-    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local member = string.sub(KEYS[1], string.len(ARGV[8]) + 3)
+-- Evicts the least recently used sessions of an index until it holds fewer than max; entries of
+-- sessions that expired by TTL are only trimmed. Returns false when the oldest is still in use.
+local function make_room(index, max)
+  while redis.call('ZCARD', index) >= max do
+    local oldest = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
     local victim = ARGV[8] .. 's:' .. oldest[1]
     if redis.call('EXISTS', victim) == 1 then
-      if now - tonumber(oldest[2]) < tonumber(ARGV[7]) then return {-3} end
+      if now - tonumber(oldest[2]) < tonumber(ARGV[7]) then return false end
       redis.call('DEL', victim)
       redis.call('SET', ARGV[8] .. 't:' .. oldest[1],
         'was evicted to make room for newer sessions (least recently used)', 'PX', ARGV[5])
       redis.call('INCR', ARGV[8] .. 'evictions')
     end
-    redis.call('ZREM', KEYS[3], oldest[1])
+    redis.call('ZREM', index, oldest[1])
   end
+  return true
+end
+if not current then
+  if tonumber(ARGV[2]) > 0 and not make_room(KEYS[4], tonumber(ARGV[2])) then return {-4} end
+  if not make_room(KEYS[3], tonumber(ARGV[6])) then return {-3} end
 end
 local revision = (tonumber(current) or 0) + 1
 redis.call('HSET', KEYS[1], 'rev', revision, 'blob', ARGV[3])
-if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-redis.call('SET', KEYS[2], 'live', 'PX', ARGV[5])
-redis.call('ZADD', KEYS[3], now, string.sub(KEYS[1], string.len(ARGV[8]) + 3))
+if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) else redis.call('PERSIST', KEYS[1]) end
+redis.call('SET', KEYS[2], 'live:' .. ARGV[9], 'PX', ARGV[5])
+redis.call('ZADD', KEYS[3], now, member)
+redis.call('ZADD', KEYS[4], now, member)
 return {0, revision}
 """
 
-# KEYS: session, tombstone, lru index.  ARGV: reason, tombstone ttl ms, member.
+# KEYS: session, tombstone, server lru index, model lru index.  ARGV: reason, tombstone ttl ms, member.
 _DELETE = """
 local existed = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[3])
 if existed == 1 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 return existed
 """
@@ -79,33 +91,37 @@ class RedisStateStore(StateStore):
         self._delete = self.client.register_script(_DELETE)
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self.prefix}s:{key}", f"{self.prefix}t:{key}", f"{self.prefix}lru"]
+        model = key.split("/", 1)[0]  # session keys are "<model>/<kind>:<id>"; model names hold no "/"
+        return [f"{self.prefix}s:{key}", f"{self.prefix}t:{key}", f"{self.prefix}lru", f"{self.prefix}lru:{model}"]
 
     async def load(self, key: str) -> SessionState:
-        session, tombstone, _ = self._keys(key)
+        session, tombstone, _, _ = self._keys(key)
         blob, revision = await self.client.hmget(session, ["blob", "rev"])
         if blob is not None:
             state = SessionState.from_bytes(blob)
             state.revision = int(revision)
             return state
-        reason = await self.client.get(tombstone)
-        if reason == b"live":  # written on every save: the session key itself timed out
-            raise SessionNotFound(gone_message(f"expired after {self.idle_timeout:g} s idle"))
-        raise SessionNotFound(gone_message(reason.decode() if reason else None))
+        reason = (await self.client.get(tombstone) or b"").decode()
+        # "live:..." is written on every save: the session key itself has timed out since.
+        raise SessionNotFound(gone_message(reason.removeprefix("live:") or None))
 
-    async def save(self, key: str, state: SessionState, expected_revision: int | None) -> None:
-        keys = self._keys(key)
+    async def save(
+        self, key: str, state: SessionState, expected_revision: int | None, limits: SessionLimits | None = None
+    ) -> None:
+        limits = limits or SessionLimits()
+        idle = self.idle_timeout if limits.idle_timeout is None else limits.idle_timeout
         result = await self._save(
-            keys=keys,
+            keys=self._keys(key),
             args=[
                 "" if expected_revision is None else str(expected_revision),
-                "",
+                limits.max_sessions or 0,
                 state.to_bytes(),
-                int(self.idle_timeout * 1000),
-                max(_TOMBSTONE_TTL_MS, int(self.idle_timeout * 2000)),
+                int(idle * 1000),
+                max(_TOMBSTONE_TTL_MS, int(idle * 2000)),
                 self.max_sessions,
                 int(self.eviction_grace * 1000),
                 self.prefix,
+                f"expired after {idle:g} s idle",
             ],
         )
         code = int(result[0])
@@ -114,11 +130,14 @@ class RedisStateStore(StateStore):
         if code == -2:
             assert expected_revision is not None
             raise SessionConflict(concurrent_write(int(result[1]), expected_revision))
-        if code == -3:
+        if code in (-3, -4):
+            what = "the server" if code == -3 else f"model '{state.model}'"
             raise LimitExceeded(
-                f"the server holds its maximum of sessions ({self.max_sessions}) and none has been idle "
-                "long enough to evict; retry later or end unused sessions"
+                f"{what} holds its maximum of sessions and none has been idle long enough to evict; "
+                "retry later or end unused sessions"
             )
+        state.revision = int(result[1])
+        state.last_used = time.time()
 
     async def delete(self, key: str, reason: str = "has ended") -> bool:
         existed = await self._delete(keys=self._keys(key), args=[reason, _TOMBSTONE_TTL_MS, key])
@@ -135,9 +154,10 @@ class RedisStateStore(StateStore):
         cutoff = now_s * 1000 + now_us // 1000 - int(self.idle_timeout * 1000)
         lru = f"{self.prefix}lru"
         stale = await self.client.zrangebyscore(lru, 0, cutoff)
-        gone = [m for m in stale if not await self.client.exists(f"{self.prefix}s:{m.decode()}")]
-        if gone:
-            await self.client.zrem(lru, *gone)
+        gone = [m.decode() for m in stale if not await self.client.exists(f"{self.prefix}s:{m.decode()}")]
+        for member in gone:
+            await self.client.zrem(lru, member)
+            await self.client.zrem(self._keys(member)[3], member)
         return len(gone)
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
 from seqserve.sessions.state import SessionState
@@ -24,10 +25,12 @@ class StateStore(abc.ABC):
         """The session's record; SessionNotFound saying why when there is none."""
 
     @abc.abstractmethod
-    async def save(self, key: str, state: SessionState, expected_revision: int | None) -> None:
+    async def save(
+        self, key: str, state: SessionState, expected_revision: int | None, limits: SessionLimits | None = None
+    ) -> None:
         """Writes `state` if the stored revision is still `expected_revision` (None: create or replace).
 
-        Sets `state.revision` to the new revision.
+        Sets `state.revision` to the new revision. `limits` are the bounds of the state's model.
         """
 
     @abc.abstractmethod
@@ -45,12 +48,42 @@ class StateStore(abc.ABC):
         return None
 
 
-class MemoryStateStore(StateStore):
-    """A bounded in-process store: at most `max_sessions` sessions and `max_bytes` of state.
+@dataclass(frozen=True)
+class SessionLimits:
+    """Bounds on the sessions of one model (from its config.yaml), besides the server-wide ones.
 
-    When full, the least recently used session is evicted if it has been idle at least
-    `eviction_grace` seconds; otherwise the new session is refused, so a flood of new sessions
-    cannot push out streams that are in use.
+    None means no bound of the model's own; `idle_timeout` None means the server's.
+    """
+
+    max_sessions: int | None = None
+    max_bytes: int | None = None
+    idle_timeout: float | None = None
+
+
+class _Pool:
+    """Sessions under one set of bounds, least recently used first."""
+
+    def __init__(self, what: str, max_sessions: int | None, max_bytes: int | None, idle_timeout: float) -> None:
+        self.what = what
+        self.max_sessions, self.max_bytes, self.idle_timeout = max_sessions, max_bytes, idle_timeout
+        self.sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self.bytes = 0
+
+    def full(self, extra_bytes: int, is_new: bool) -> bool:
+        too_many = is_new and self.max_sessions is not None and len(self.sessions) >= self.max_sessions
+        return too_many or (self.max_bytes is not None and self.bytes + extra_bytes > self.max_bytes)
+
+    def expired(self, state: SessionState, now: float) -> bool:
+        return self.idle_timeout > 0 and now - state.last_used > self.idle_timeout
+
+
+class MemoryStateStore(StateStore):
+    """A bounded in-process store: at most `max_sessions` sessions and `max_bytes` of state, and
+    per model whatever its `SessionLimits` say.
+
+    When full, the least recently used session (of the model, or of the server) is evicted if it
+    has been idle at least `eviction_grace` seconds; otherwise the new session is refused, so a
+    flood of new sessions cannot push out streams that are in use.
     """
 
     def __init__(
@@ -60,90 +93,107 @@ class MemoryStateStore(StateStore):
         idle_timeout: float = 300.0,
         eviction_grace: float = 5.0,
     ) -> None:
-        self.max_sessions = max_sessions
-        self.max_bytes = max_bytes
         self.idle_timeout = idle_timeout
         self.eviction_grace = eviction_grace
-        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
-        self._bytes = 0
+        self._all = _Pool("the server", max_sessions, max_bytes, idle_timeout)
+        self._models: dict[str, _Pool] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()
         self.evictions = 0
         self.expiries = 0
 
     @property
     def bytes_used(self) -> int:
-        return self._bytes
+        return self._all.bytes
 
     @property
     def active(self) -> int:
-        return len(self._sessions)
+        return len(self._all.sessions)
 
     async def load(self, key: str) -> SessionState:
-        state = self._sessions.get(key)
+        state = self._all.sessions.get(key)
         if state is None:
             raise SessionNotFound(self._why_gone(key))
-        if self._expired(state, time.time()):
-            self._drop(key, f"expired after {self.idle_timeout:g} s idle")
+        pool = self._models[state.model]
+        if pool.expired(state, time.time()):
+            self._drop(key, f"expired after {pool.idle_timeout:g} s idle")
             self.expiries += 1
             raise SessionNotFound(self._why_gone(key))
         return state
 
-    async def save(self, key: str, state: SessionState, expected_revision: int | None) -> None:
-        current = self._sessions.get(key)
+    async def save(
+        self, key: str, state: SessionState, expected_revision: int | None, limits: SessionLimits | None = None
+    ) -> None:
+        current = self._all.sessions.get(key)
         if expected_revision is not None:
             if current is None:
                 raise SessionNotFound(self._why_gone(key))
             if current.revision != expected_revision:
                 raise SessionConflict(concurrent_write(current.revision, expected_revision))
+        pool = self._model_pool(state.model, limits or SessionLimits())
+        old_bytes = current.nbytes if current is not None else 0
+        extra = state.nbytes - old_bytes
+        for bounds in (pool, self._all):
+            self._make_room(bounds, key, extra, is_new=current is None)
         state.revision = (current.revision if current is not None else 0) + 1
         state.last_used = time.time()
-        old_bytes = current.nbytes if current is not None else 0
-        self._make_room(key, state.nbytes - old_bytes, is_new=current is None)
-        self._sessions[key] = state
-        self._sessions.move_to_end(key)
-        self._bytes += state.nbytes - old_bytes
+        for bounds in (pool, self._all):
+            bounds.sessions[key] = state
+            bounds.sessions.move_to_end(key)
+            bounds.bytes += extra
         self._gone.pop(key, None)
 
     async def delete(self, key: str, reason: str = "has ended") -> bool:
-        if key not in self._sessions:
+        if key not in self._all.sessions:
             return False
         self._drop(key, reason)
         return True
 
     async def count(self) -> int:
-        return len(self._sessions)
+        return len(self._all.sessions)
 
     async def sweep(self) -> int:
         now, dropped = time.time(), 0
-        # Oldest first: stop at the first session still in use.
-        for key, state in list(self._sessions.items()):
-            if not self._expired(state, now):
-                break
-            self._drop(key, f"expired after {self.idle_timeout:g} s idle")
-            dropped += 1
+        for pool in list(self._models.values()):
+            # Oldest first: stop at the first session of the model still in use.
+            for key, state in list(pool.sessions.items()):
+                if not pool.expired(state, now):
+                    break
+                self._drop(key, f"expired after {pool.idle_timeout:g} s idle")
+                dropped += 1
         self.expiries += dropped
         return dropped
 
-    def _expired(self, state: SessionState, now: float) -> bool:
-        return self.idle_timeout > 0 and now - state.last_used > self.idle_timeout
+    def _model_pool(self, model: str, limits: SessionLimits) -> _Pool:
+        pool = self._models.get(model)
+        if pool is None:
+            pool = self._models[model] = _Pool(f"model '{model}'", None, None, self.idle_timeout)
+        # A model's config.yaml may change while serving: its latest bounds apply.
+        pool.max_sessions, pool.max_bytes = limits.max_sessions, limits.max_bytes
+        pool.idle_timeout = self.idle_timeout if limits.idle_timeout is None else limits.idle_timeout
+        return pool
 
-    def _make_room(self, key: str, extra_bytes: int, is_new: bool) -> None:
-        if extra_bytes > self.max_bytes:
-            raise LimitExceeded(f"session state of {extra_bytes} bytes exceeds the store's {self.max_bytes} bytes")
+    def _make_room(self, pool: _Pool, key: str, extra_bytes: int, is_new: bool) -> None:
+        if pool.max_bytes is not None and extra_bytes > pool.max_bytes:
+            raise LimitExceeded(
+                f"session state of {extra_bytes} bytes exceeds the {pool.max_bytes} bytes allowed for {pool.what}"
+            )
         now = time.time()
-        while (is_new and len(self._sessions) >= self.max_sessions) or self._bytes + extra_bytes > self.max_bytes:
-            oldest_key, oldest = next(((k, s) for k, s in self._sessions.items() if k != key), (None, None))
+        while pool.full(extra_bytes, is_new):
+            oldest_key, oldest = next(((k, s) for k, s in pool.sessions.items() if k != key), (None, None))
             if oldest_key is None or oldest is None or now - oldest.last_used < self.eviction_grace:
                 raise LimitExceeded(
-                    f"the server holds its maximum of sessions ({len(self._sessions)}, {self._bytes} state bytes) "
+                    f"{pool.what} holds its maximum of sessions ({len(pool.sessions)}, {pool.bytes} state bytes) "
                     "and none has been idle long enough to evict; retry later or end unused sessions"
                 )
             self._drop(oldest_key, "was evicted to make room for newer sessions (least recently used)")
             self.evictions += 1
 
     def _drop(self, key: str, reason: str) -> None:
-        state = self._sessions.pop(key)
-        self._bytes -= state.nbytes
+        state = self._all.sessions.pop(key)
+        self._all.bytes -= state.nbytes
+        pool = self._models[state.model]
+        del pool.sessions[key]
+        pool.bytes -= state.nbytes
         self._gone[key] = reason
         if len(self._gone) > _TOMBSTONES:
             self._gone.popitem(last=False)

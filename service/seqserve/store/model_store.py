@@ -15,11 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from seqserve.errors import ModelNotFound, ModelNotReady, SeqserveError
+from seqserve.store.model_config import ModelConfig
 from seqserve.store.signature import MODEL_FILE, SIGNATURE_FILE, Signature
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class ModelVersion:
     signature: Signature | None = None
     model: Any = None
     reason: str = ""
+    config: ModelConfig = field(default_factory=ModelConfig)
 
     @property
     def ready(self) -> bool:
@@ -69,9 +71,12 @@ class ModelStore:
             current = {(n, v): mv for n, vs in self._models.items() for v, mv in vs.items()}
             current.update({key: entry for key, (entry, _) in draining.items() if key not in current})
             updated: dict[str, dict[int, ModelVersion]] = {}
+            configs: dict[str, ModelConfig | SeqserveError] = {}
             for (name, version), path in sorted(found.items()):
+                if name not in configs:
+                    configs[name] = self._read_config(name)
                 entry = current.get((name, version)) or self._load(name, version, path)
-                updated.setdefault(name, {})[version] = entry
+                updated.setdefault(name, {})[version] = self._configured(entry, configs[name])
                 draining.pop((name, version), None)  # back on disk: serving again
             for key in current.keys() - found.keys() - draining.keys():
                 entry = current[key]
@@ -83,6 +88,23 @@ class ModelStore:
                     log.info("model %s version %d removed from the store; unloaded", *key)
             # One assignment each, so readers see the old set or the new one, never a mix.
             self._models, self._draining = updated, draining
+
+    def _read_config(self, name: str) -> ModelConfig | SeqserveError:
+        try:
+            return ModelConfig.read(self.root / name)
+        except SeqserveError as e:
+            log.error("model %s: %s", name, e)
+            return e
+
+    @staticmethod
+    def _configured(entry: ModelVersion, config: ModelConfig | SeqserveError) -> ModelVersion:
+        """The entry under the model's current config.yaml: unavailable while that file is broken,
+        ready again once it is fixed (a version that failed to load stays unavailable)."""
+        if isinstance(config, SeqserveError):
+            return replace(entry, state=UNAVAILABLE, reason=str(config))
+        if entry.model is None or (entry.ready and entry.config == config):
+            return entry
+        return replace(entry, config=config, state=READY, reason="")
 
     def _find_versions(self) -> dict[tuple[str, int], Path]:
         if not self.root.is_dir():

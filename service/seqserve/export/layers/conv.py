@@ -240,10 +240,12 @@ def _pool(ctx: ConvertContext, layer: Layer, call: CallValues, rank: int, op: st
             # averages over them (keras/src/backend/torch/nn.py); TF and JAX, and Keras' docs, leave
             # them out. Only an .h5 file names its backend; a .keras file gets the documented form.
             if pads is None:
-                raise ctx.error(layer, "average pooling with padding 'same' needs known spatial sizes "
-                                "for a model saved by Keras' torch backend")
-            xin = b.op("Pad", [xin, b.i64([0, 0, *pads[:rank], 0, 0, *pads[rank:]])], f"{layer.name}_edge",
-                       mode="edge")
+                raise ctx.error(
+                    layer,
+                    "average pooling with padding 'same' needs known spatial sizes "
+                    "for a model saved by Keras' torch backend",
+                )
+            xin = b.op("Pad", [xin, b.i64([0, 0, *pads[:rank], 0, 0, *pads[rank:]])], f"{layer.name}_edge", mode="edge")
             attrs["pads"] = [0] * (2 * rank)
     y = b.op(op, [xin], layer.name, **attrs)
     if not cf:
@@ -256,6 +258,7 @@ def _pool(ctx: ConvertContext, layer: Layer, call: CallValues, rank: int, op: st
 def _register_pooling() -> None:
     for rank in (1, 2, 3):
         for keras_name, op in (("MaxPooling", "MaxPool"), ("AveragePooling", "AveragePool")):
+
             def convert(
                 ctx: ConvertContext, layer: Layer, call: CallValues, rank: int = rank, op: str = op
             ) -> list[Value]:
@@ -265,7 +268,6 @@ def _register_pooling() -> None:
 
 
 _register_pooling()
-
 
 
 def _global_pool(ctx: ConvertContext, layer: Layer, call: CallValues, rank: int, reduce: str) -> list[Value]:
@@ -282,8 +284,9 @@ def _global_pool(ctx: ConvertContext, layer: Layer, call: CallValues, rank: int,
         m = b.op("Unsqueeze", [x.mask, b.i64([1 if cf else 2])], f"{layer.name}_mask")
         kept = b.op("Where", [m, x.name, b.const(0.0, "zero")], f"{layer.name}_masked")
         total = b.op("ReduceSum", [kept, b.i64(axes)], f"{layer.name}_sum", keepdims=int(keepdims))
-        count = b.op("ReduceSum", [b.op("Cast", [m], to=FLOAT), b.i64(axes)], f"{layer.name}_count",
-                     keepdims=int(keepdims))
+        count = b.op(
+            "ReduceSum", [b.op("Cast", [m], to=FLOAT), b.i64(axes)], f"{layer.name}_count", keepdims=int(keepdims)
+        )
         y = b.op("Div", [total, count], layer.name)
     else:
         y = b.op(reduce, [x.name], layer.name, axes=axes, keepdims=int(keepdims))
@@ -297,6 +300,7 @@ def _global_pool(ctx: ConvertContext, layer: Layer, call: CallValues, rank: int,
 def _register_global_pooling() -> None:
     for rank in (1, 2, 3):
         for keras_name, reduce in (("GlobalAveragePooling", "ReduceMean"), ("GlobalMaxPooling", "ReduceMax")):
+
             def convert(
                 ctx: ConvertContext, layer: Layer, call: CallValues, rank: int = rank, reduce: str = reduce
             ) -> list[Value]:

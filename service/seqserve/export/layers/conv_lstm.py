@@ -187,7 +187,12 @@ def build_function(spec: ConvLSTMSpec, name: str, form: str = FORM) -> onnx.Func
         fb.op_into("Transpose", [h_t], ["H"], perm=to_cl)
         fb.op_into("Transpose", [c_t], ["C"], perm=to_cl)
     return helper.make_function(
-        LOCAL_DOMAIN, name, ins, outs, fb.nodes, [helper.make_opsetid("", OPSET)],
+        LOCAL_DOMAIN,
+        name,
+        ins,
+        outs,
+        fb.nodes,
+        [helper.make_opsetid("", OPSET)],
         doc_string=f"ConvLSTM{r}D cell over time ({form} form, gate blocks i, f, o, c)",
     )
 
