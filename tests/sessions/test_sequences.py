@@ -382,3 +382,12 @@ async def test_a_models_config_bounds_its_own_sessions_and_idle_time(make_plane:
     with pytest.raises(SessionNotFound, match="expired after 0.2 s idle"):
         await plane.infer(_step(_seq(steps=1), 2))
     await plane.infer(_step(_seq(steps=1), 1, model="other"))
+
+
+async def test_session_counts_are_scraped_from_either_store(make_plane: Planes) -> None:
+    plane = make_plane(max_sessions=1, session_eviction_grace=0)
+    await plane.infer(_step(_seq(steps=1), 1, sequence_start=True))
+    await plane.infer(_step(_seq(steps=1), 2, sequence_start=True))
+    text = plane.metrics.exposition().decode()
+    assert "seqserve_sessions_active 1.0" in text
+    assert "seqserve_session_evictions_total 1.0" in text

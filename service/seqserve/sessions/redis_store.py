@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
@@ -82,7 +83,9 @@ class RedisStateStore(StateStore):
         eviction_grace: float = 5.0,
         prefix: str = "seqserve:",
     ) -> None:
+        self.url = url
         self.client: Any = aioredis.from_url(url)
+        self._sync: Any = None
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.eviction_grace = eviction_grace
@@ -146,6 +149,20 @@ class RedisStateStore(StateStore):
     async def count(self) -> int:
         return int(await self.client.zcard(f"{self.prefix}lru"))
 
+    # Read by the Prometheus collector at scrape time, which is synchronous: a small blocking client.
+    @property
+    def active(self) -> int:
+        return int(self._sync_client().zcard(f"{self.prefix}lru"))
+
+    @property
+    def evictions(self) -> int:
+        return int(self._sync_client().get(f"{self.prefix}evictions") or 0)
+
+    def _sync_client(self) -> Any:
+        if self._sync is None:
+            self._sync = redis.Redis(connection_pool=redis.ConnectionPool.from_url(self.url, max_connections=1))
+        return self._sync
+
     async def sweep(self) -> int:
         """Redis drops idle sessions by TTL; this only trims them from the LRU index."""
         if self.idle_timeout <= 0:
@@ -162,3 +179,5 @@ class RedisStateStore(StateStore):
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self._sync is not None:
+            self._sync.close()
