@@ -391,3 +391,22 @@ async def test_session_counts_are_scraped_from_either_store(make_plane: Planes) 
     text = plane.metrics.exposition().decode()
     assert "seqserve_sessions_active 1.0" in text
     assert "seqserve_session_evictions_total 1.0" in text
+
+
+async def test_too_many_requests_queued_on_one_session_are_refused_and_change_nothing(
+    make_plane: Planes, store: Path
+) -> None:
+    plane = make_plane(max_pending_per_session=2)
+    x = _seq(steps=5)
+    await plane.infer(_step(x[:, :1], 1, sequence_start=True))
+    outcomes = await asyncio.gather(
+        *(plane.infer(_step(x[:, t : t + 1], 1, sequence_step=t + 1)) for t in range(1, 5)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, SessionConflict)]
+    assert refused and all("requests in flight" in str(o) for o in refused)
+    applied = [o for o in outcomes if not isinstance(o, Exception)]
+    # What was applied is a prefix of the sequence, in order; the refused steps left no trace.
+    assert (await plane.get_session("lstm", 1)).step == 1 + len(applied)
+    expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"]
+    for t, response in enumerate(applied, start=1):
+        np.testing.assert_allclose(response.outputs[1].data, expected[:, t : t + 1], atol=1e-6)
