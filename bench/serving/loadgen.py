@@ -1,0 +1,299 @@
+"""The load generator: N concurrent sequences, each streaming single timesteps one after another.
+
+It runs in a process of its own (`python -m serving.loadgen ...`, one JSON object on stdout), so the
+server under test and the driver are separate processes whose CPU is counted apart: on a 2-core
+machine a driver that costs as much as the server halves what the server can show.
+
+It is kept cheap on purpose. Over gRPC every request is serialized once, before the run, and sent
+as bytes through a stream-stream call without serializers; each answer is checked by its first byte
+only (a ModelStreamInferResponse that carries `error_message`, field 1, starts with 0x0a; a good one
+starts with `infer_response`, field 2, 0x12). Per step that leaves a write, a read and two clock
+reads of Python. The REST mode (for the FastAPI baseline) posts pre-encoded JSON with aiohttp.
+
+A step counts when its answer arrives inside the measured window, which opens after a warm-up;
+the server's CPU time and its /metrics are read at the window's edges, by this process, so that
+they cover exactly the steps counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+
+import aiohttp
+import grpc
+import numpy as np
+
+from seqserve.grpc.generated import grpc_service_pb2 as pb
+from serving.stats import cpu_seconds, latency_summary, machine_busy_seconds, main_thread_cpu_seconds
+
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+_GOOD_ANSWER = 0x12  # tag of ModelStreamInferResponse.infer_response (field 2, length-delimited)
+
+
+@dataclass
+class Window:
+    """The measured interval; sessions look at it after each answer (no locks: one event loop)."""
+
+    open: bool = False
+    done: bool = False
+    started: float = 0.0
+    ended: float = 0.0
+
+
+@dataclass
+class SessionResult:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+
+
+@dataclass
+class LoadResult:
+    """What one driver run measured; `server_*` fields are the server's, read at the window's edges."""
+
+    protocol: str
+    sessions: int
+    seconds: float
+    steps: int
+    steps_per_s: float
+    latency_ms: dict[str, float]
+    errors: int
+    first_error: str | None
+    per_session_steps_min: int
+    per_session_steps_max: int
+    driver_cpu_s: float
+    server_cpu_s: float | None
+    server_main_thread_cpu_s: float | None
+    machine_busy_s: float
+    metrics_before: str | None
+    metrics_after: str | None
+
+
+# -- gRPC ModelStreamInfer -------------------------------------------------------------------------
+
+
+def stream_requests(model: str, features: int, sequence_id: int) -> tuple[bytes, bytes, bytes]:
+    """The serialized start, step and end requests of one sequence: x is [1, 1, features] FP32 raw."""
+    x = np.random.default_rng(sequence_id).standard_normal((1, 1, features), dtype=np.float32)
+
+    def message(**flags: bool) -> bytes:
+        request = pb.ModelInferRequest(model_name=model)
+        request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+        request.raw_input_contents.append(x.tobytes())
+        request.parameters["sequence_id"].int64_param = sequence_id
+        for name, value in flags.items():
+            request.parameters[name].bool_param = value
+        return request.SerializeToString()
+
+    return message(sequence_start=True), message(), message(sequence_end=True)
+
+
+def _error_text(answer: bytes) -> str:
+    return pb.ModelStreamInferResponse.FromString(answer).error_message or f"unexpected answer {answer[:16]!r}"
+
+
+async def _grpc_session(
+    channel: grpc.aio.Channel, requests: tuple[bytes, bytes, bytes], window: Window
+) -> SessionResult:
+    start, step, end = requests
+    result = SessionResult()
+    call = channel.stream_stream(STREAM_METHOD, request_serializer=None, response_deserializer=None)()
+    clock, latencies = time.perf_counter, result.latencies
+    await call.write(start)
+    answer = await call.read()
+    if answer[0] != _GOOD_ANSWER:
+        raise RuntimeError(f"sequence start failed: {_error_text(answer)}")
+    while not window.done:
+        began = clock()
+        await call.write(step)
+        answer = await call.read()
+        ended = clock()
+        if answer[0] != _GOOD_ANSWER:
+            result.errors += 1
+            result.first_error = result.first_error or _error_text(answer)
+        elif window.open:
+            latencies.append(ended - began)
+    await call.write(end)
+    await call.read()
+    await call.done_writing()
+    return result
+
+
+async def _run_grpc(
+    target: str,
+    sessions: int,
+    channels: int,
+    model: str,
+    features: int,
+    first_id: int,
+    window: Window,
+    control: Callable[[], Awaitable[None]],
+) -> list[SessionResult]:
+    # A local subchannel pool per channel: otherwise channels to one target share one connection.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    try:
+        for channel in opened:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+        tasks = [
+            _grpc_session(opened[i % channels], stream_requests(model, features, first_id + i), window)
+            for i in range(sessions)
+        ]
+        results = await asyncio.gather(control(), *tasks)
+        return list(results[1:])
+    finally:
+        for channel in opened:
+            await channel.close()
+
+
+# -- REST (JSON), for the FastAPI + Keras baseline -------------------------------------------------
+
+
+async def _rest_session(
+    client: aiohttp.ClientSession, url: str, index: int, features: int, window: Window
+) -> SessionResult:
+    session = f"s{index}"
+    x = np.random.default_rng(index).standard_normal(features).round(5).tolist()
+    start = json.dumps({"session": session, "x": x, "start": True}).encode()
+    step = json.dumps({"session": session, "x": x}).encode()
+    headers = {"content-type": "application/json"}
+    result, clock = SessionResult(), time.perf_counter
+    async with client.post(url, data=start, headers=headers) as response:
+        if response.status != 200:
+            raise RuntimeError(f"session start failed: {response.status} {await response.text()}")
+        await response.read()
+    while not window.done:
+        began = clock()
+        async with client.post(url, data=step, headers=headers) as response:
+            await response.read()
+            ok = response.status == 200
+        ended = clock()
+        if not ok:
+            result.errors += 1
+            result.first_error = result.first_error or f"HTTP {response.status}"
+        elif window.open:
+            result.latencies.append(ended - began)
+    return result
+
+
+async def _run_rest(
+    url: str, sessions: int, features: int, window: Window, control: Callable[[], Awaitable[None]]
+) -> list[SessionResult]:
+    connector = aiohttp.TCPConnector(limit=sessions)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
+        tasks = [_rest_session(client, url, i, features, window) for i in range(sessions)]
+        results = await asyncio.gather(control(), *tasks)
+    return list(results[1:])
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def _scrape(url: str | None) -> str | None:
+    if url is None:
+        return None
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+@dataclass
+class Readings:
+    """Counters read at one edge of the measured window."""
+
+    driver_cpu: float
+    server_cpu: float | None
+    server_main_cpu: float | None
+    machine_busy: float
+    metrics: str | None
+
+
+async def _read(server_pid: int | None, metrics_url: str | None) -> Readings:
+    metrics = await asyncio.to_thread(_scrape, metrics_url)
+    server_cpu = cpu_seconds(server_pid) if server_pid else None
+    server_main = main_thread_cpu_seconds(server_pid) if server_pid else None
+    return Readings(cpu_seconds(), server_cpu, server_main, machine_busy_seconds(), metrics)
+
+
+def _difference(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+async def run(args: argparse.Namespace) -> LoadResult:
+    window = Window()
+    edges: list[Readings] = []
+
+    async def control() -> None:
+        """Warm-up, then the window; its edges read the clock, both processes' CPU and /metrics."""
+        await asyncio.sleep(args.warmup)
+        edges.append(await _read(args.server_pid, args.metrics_url))
+        window.started, window.open = time.perf_counter(), True
+        await asyncio.sleep(args.duration)
+        window.ended, window.open = time.perf_counter(), False
+        edges.append(await _read(args.server_pid, args.metrics_url))
+        window.done = True
+
+    if args.protocol == "grpc":
+        results = await _run_grpc(
+            args.target, args.sessions, args.channels, args.model, args.features, args.first_id, window, control
+        )
+    else:
+        results = await _run_rest(args.target, args.sessions, args.features, window, control)
+    before, after = edges
+    latencies = [x for r in results for x in r.latencies]
+    if args.latencies_out:
+        np.save(args.latencies_out, np.asarray(latencies, dtype=np.float64))
+    seconds = window.ended - window.started
+    failed = [r for r in results if r.errors]
+    return LoadResult(
+        protocol=args.protocol,
+        sessions=args.sessions,
+        seconds=seconds,
+        steps=len(latencies),
+        steps_per_s=len(latencies) / seconds,
+        latency_ms=latency_summary(latencies),
+        errors=sum(r.errors for r in results),
+        first_error=failed[0].first_error if failed else None,
+        per_session_steps_min=min(len(r.latencies) for r in results),
+        per_session_steps_max=max(len(r.latencies) for r in results),
+        driver_cpu_s=after.driver_cpu - before.driver_cpu,
+        server_cpu_s=_difference(before.server_cpu, after.server_cpu),
+        server_main_thread_cpu_s=_difference(before.server_main_cpu, after.server_main_cpu),
+        machine_busy_s=after.machine_busy - before.machine_busy,
+        metrics_before=before.metrics,
+        metrics_after=after.metrics,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", choices=["grpc", "rest"], default="grpc")
+    parser.add_argument("--target", required=True, help="gRPC host:port, or the REST step URL")
+    parser.add_argument("--sessions", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=1, help="gRPC channels (TCP connections) the sessions share")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before the window opens")
+    parser.add_argument("--model", default="lstm")
+    parser.add_argument("--features", type=int, default=256)
+    parser.add_argument("--first-id", type=int, default=1, help="sequence id of the first session")
+    parser.add_argument("--server-pid", type=int, default=None, help="read this process's CPU at the window edges")
+    parser.add_argument("--metrics-url", default=None, help="scrape this Prometheus endpoint at the window edges")
+    parser.add_argument("--latencies-out", default=None, help="also save every step's latency (s) to this .npy")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = asyncio.run(run(args))
+    json.dump(asdict(result), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
