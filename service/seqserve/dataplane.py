@@ -19,6 +19,7 @@ import numpy as np
 
 from seqserve import __version__
 from seqserve.batching import Batcher, batchable
+from seqserve.batching.batcher import BatchStats
 from seqserve.datatypes import to_v2_datatype
 from seqserve.errors import InvalidInput, SeqserveError, SessionConflict, SessionNotFound
 from seqserve.inference import (
@@ -35,6 +36,7 @@ from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
 from seqserve.sessions.manager import SessionManager, session_key
 from seqserve.sessions.state import SessionState
 from seqserve.sessions.stores import MemoryStateStore, SessionLimits, gone_message
+from seqserve.store.model_config import ModelConfig
 from seqserve.store.model_store import ModelStore, ModelVersion
 from seqserve.store.signature import Signature, TensorSpec
 from seqserve.validation import select_outputs, split_state_inputs, validate_inputs, validate_states
@@ -59,7 +61,8 @@ class DataPlane:
         self.store = store
         self.inline_max_elements = inline_max_elements
         self.batching = batching or BatchingOptions(enabled=False)
-        self._batchers: dict[tuple[str, int], tuple[OrtModel, Batcher, ThreadPoolExecutor]] = {}
+        self._batchers: dict[tuple[str, int], _BatcherEntry] = {}
+        self._batch_executors: list[ThreadPoolExecutor] = []
         self.sessions = sessions or SessionManager(MemoryStateStore())
         self.metrics = metrics or Metrics()
         self.metrics.watch_sessions(self.sessions.store)
@@ -68,8 +71,10 @@ class DataPlane:
         )
 
     async def close(self) -> None:
-        for _, batcher, executor in self._batchers.values():
-            await batcher.close()
+        for entry in self._batchers.values():
+            if entry.batcher is not None:
+                await entry.batcher.close()
+        for executor in self._batch_executors:
             executor.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         await self.sessions.store.close()
@@ -207,34 +212,48 @@ class DataPlane:
 
     def _batcher(self, mv: ModelVersion) -> Batcher | None:
         """The batcher of a model version, made on its first request; None where batching is off or impossible."""
-        signature, model = _parts(mv)
-        options = self.batching_options(mv)
-        if not options.enabled or not batchable(signature):
-            return None
         key = (mv.name, mv.version)
         entry = self._batchers.get(key)
-        if entry is not None and entry[0] is model:
-            batcher = entry[1]
-            # config.yaml may have changed since: the next batches follow it.
-            batcher.max_batch_size, batcher.max_queue_delay = options.max_batch_size, options.max_queue_delay
-            return batcher
+        # The common case first: same loaded model, same config.yaml as last time.
+        if entry is not None and entry.model is mv.model and entry.config is mv.config:
+            return entry.batcher
+        signature, model = _parts(mv)
+        options = self.batching_options(mv)
+        batcher = None
+        if options.enabled and batchable(signature):
+            if entry is not None and entry.model is model and entry.batcher is not None:
+                batcher = entry.batcher  # config.yaml changed: the next batches follow it
+                batcher.max_batch_size, batcher.max_queue_delay = options.max_batch_size, options.max_queue_delay
+            else:
+                batcher = self._new_batcher(mv, model, options)
+        self._batchers[key] = _BatcherEntry(model, mv.config, batcher)
+        return batcher
+
+    def _new_batcher(self, mv: ModelVersion, model: OrtModel, options: BatchingOptions) -> Batcher:
         labels = (mv.name, str(mv.version))
+        compute_seconds = self.metrics.compute_seconds.labels(*labels)
+        batch_size = self.metrics.batch_size.labels(*labels)
 
         def observe(requests: int, samples: int, seconds: float) -> None:
-            self.metrics.compute_seconds.labels(*labels).observe(seconds)
-            self.metrics.batch_size.labels(*labels).observe(samples)
+            compute_seconds.observe(seconds)
+            batch_size.observe(samples)
 
         # One compute thread per model version: ORT runs one batch while the event loop gathers the next.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqserve-batch-{mv.name}")
-        batcher = Batcher(
+        self._batch_executors.append(executor)
+        return Batcher(
             model.run,
             executor,
             max_batch_size=options.max_batch_size,
             max_queue_delay=options.max_queue_delay,
             on_batch=observe,
+            inline_max_elements=self.inline_max_elements,
         )
-        self._batchers[key] = (model, batcher, executor)
-        return batcher
+
+    def batch_stats(self, name: str, version: int) -> BatchStats | None:
+        """What the batcher of a model version has done so far; None when it has none."""
+        entry = self._batchers.get((name, version))
+        return entry.batcher.stats if entry is not None and entry.batcher is not None else None
 
     def batching_options(self, mv: ModelVersion) -> BatchingOptions:
         """The server's batching settings, overridden by what the model's config.yaml sets."""
@@ -363,6 +382,13 @@ def _session_info(session_id: str, state: SessionState) -> SessionInfo:
         batch_size=state.batch_size,
         states=[Tensor(name, to_v2_datatype(value.dtype), value) for name, value in state.states.items()],
     )
+
+
+@dataclass(frozen=True)
+class _BatcherEntry:
+    model: OrtModel
+    config: ModelConfig
+    batcher: Batcher | None
 
 
 @dataclass(frozen=True)

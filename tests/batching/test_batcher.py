@@ -12,6 +12,7 @@ import pytest
 
 from helpers.onnx_models import run_directly, write_embedding_model, write_lstm_model
 from seqserve.batching import Batcher
+from seqserve.batching.batcher import BatchStats
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.inference import InferRequest, Tensor
@@ -37,8 +38,10 @@ def _x(rng: np.random.Generator, batch: int, steps: int) -> np.ndarray:
     return rng.standard_normal((batch, steps, 3)).astype(np.float32)
 
 
-def _batcher_of(plane: DataPlane, name: str) -> Batcher:
-    return plane._batchers[(name, 1)][1]
+def _stats_of(plane: DataPlane, name: str) -> BatchStats:
+    stats = plane.batch_stats(name, 1)
+    assert stats is not None
+    return stats
 
 
 async def test_concurrent_stateless_requests_are_batched_and_equal_unbatched_runs(
@@ -52,7 +55,7 @@ async def test_concurrent_stateless_requests_are_batched_and_equal_unbatched_run
         expected = run_directly(store / "lstm" / "1", {"x": x})
         for tensor in response.outputs:
             np.testing.assert_allclose(tensor.data, expected[tensor.name], atol=1e-6, rtol=0)
-    stats = _batcher_of(plane, "lstm").stats
+    stats = _stats_of(plane, "lstm")
     assert stats.requests == 24 and stats.runs < 24, stats
     assert max(stats.sizes) <= 16
 
@@ -75,7 +78,7 @@ async def test_steps_of_many_sessions_batched_together_never_mix(plane: DataPlan
     for sid, x in sequences.items():
         expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"]
         np.testing.assert_allclose(np.concatenate(got[sid], axis=1), expected, atol=1e-6, rtol=0)
-    assert _batcher_of(plane, "lstm").stats.runs < 5 * 8
+    assert _stats_of(plane, "lstm").runs < 5 * 8
 
 
 async def test_integer_inputs_batch_too(plane: DataPlane, store: Path) -> None:
@@ -123,10 +126,22 @@ async def test_a_models_config_sets_its_batching(store: Path) -> None:
         await asyncio.gather(
             *(plane.infer(InferRequest("embed", inputs=[Tensor("tokens", "INT64", tokens)])) for _ in range(6))
         )
-        assert max(_batcher_of(plane, "embed").stats.sizes) == 2
+        assert max(_stats_of(plane, "embed").sizes) == 2
         await plane.infer(InferRequest("lstm", inputs=[Tensor("x", "FP32", np.zeros((1, 1, 3), np.float32))]))
-        assert ("lstm", 1) not in plane._batchers
+        assert plane.batch_stats("lstm", 1) is None
     finally:
         (store / "embed" / "config.yaml").unlink()
         (store / "lstm" / "config.yaml").unlink()
+        await plane.close()
+
+
+async def test_a_lone_small_request_on_an_idle_batcher_runs_at_once_and_exactly(store: Path) -> None:
+    plane = build_dataplane(Settings(store=store, device="cpu"))  # delay 0: lone requests run inline
+    try:
+        x = np.random.default_rng(5).standard_normal((1, 2, 3)).astype(np.float32)
+        response = await plane.infer(InferRequest("lstm", inputs=[Tensor("x", "FP32", x)]))
+        expected = run_directly(store / "lstm" / "1", {"x": x})
+        np.testing.assert_allclose(response.outputs[0].data, expected["last"], atol=1e-6, rtol=0)
+        assert _stats_of(plane, "lstm").sizes == {1: 1}
+    finally:
         await plane.close()

@@ -74,12 +74,15 @@ class Batcher:
         max_batch_size: int = 64,
         max_queue_delay: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
+        inline_max_elements: int = 0,
     ) -> None:
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
         self._on_batch = on_batch
+        self.inline_max_elements = inline_max_elements
+        self._running = False  # a batch is on the compute thread
         self._queue: asyncio.Queue[_Pending] | None = None
         self._held: _Pending | None = None  # too big to join the last batch: leads the next one
         self._task: asyncio.Task[None] | None = None
@@ -95,6 +98,20 @@ class Batcher:
             self._task = loop.create_task(self._serve(), name="seqserve-batcher")
         assert self._queue is not None
         size = int(next(iter(feeds.values())).shape[0])
+        if (
+            not self._running
+            and self._held is None
+            and self._queue.empty()
+            and self.max_queue_delay == 0
+            and sum(a.size for a in feeds.values()) <= self.inline_max_elements
+        ):
+            # Nothing to batch with: a small lone request runs at once on the loop, sparing it the
+            # round trip to the compute thread (an idle server answers sooner). Under load a batch is
+            # almost always running, and requests queue for the next one.
+            started = time.perf_counter()
+            outputs = self._run(feeds)
+            self._record(1, size, started)
+            return outputs
         future: asyncio.Future[Feeds] = loop.create_future()
         await self._queue.put(_Pending(feeds, size, future))
         return await future
@@ -142,27 +159,38 @@ class Batcher:
         live = [p for p in group if not p.future.done()]  # a cancelled client's request is skipped
         if not live:
             return
-        if len(live) == 1:
-            feeds = live[0].feeds
-        else:
-            feeds = {name: np.concatenate([p.feeds[name] for p in live]) for name in live[0].feeds}
         started = time.perf_counter()
+        self._running = True
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)
+            # Stacking, the run and the slicing all happen on the compute thread: the event loop only
+            # hands over the batch and completes the futures.
+            parts = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, live)
         except Exception as e:
             for pending in live:
                 if not pending.future.done():
                     pending.future.set_exception(e)
             return
-        samples = sum(p.size for p in live)
-        self.stats.record(len(live), samples)
-        if self._on_batch is not None:
-            self._on_batch(len(live), samples, time.perf_counter() - started)
-        offset = 0
+        finally:
+            self._running = False
+        self._record(len(live), sum(p.size for p in live), started)
+        for pending, part in zip(live, parts, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(part)
+
+    def _run_batch(self, live: list[_Pending]) -> list[Feeds]:
+        if len(live) == 1:
+            return [self._run(live[0].feeds)]
+        feeds = {name: np.concatenate([p.feeds[name] for p in live]) for name in live[0].feeds}
+        outputs = self._run(feeds)
+        parts, offset = [], 0
         for pending in live:
             end = offset + pending.size
-            if not pending.future.done():
-                # Copies, so a session's stored state does not keep the whole batch's arrays alive.
-                part = outputs if len(live) == 1 else {k: v[offset:end].copy() for k, v in outputs.items()}
-                pending.future.set_result(part)
+            # Copies, so a session's stored state does not keep the whole batch's arrays alive.
+            parts.append({k: v[offset:end].copy() for k, v in outputs.items()})
             offset = end
+        return parts
+
+    def _record(self, requests: int, samples: int, started: float) -> None:
+        self.stats.record(requests, samples)
+        if self._on_batch is not None:
+            self._on_batch(requests, samples, time.perf_counter() - started)
