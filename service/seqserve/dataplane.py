@@ -126,12 +126,13 @@ class DataPlane:
             except SeqserveError:
                 raise e from None
             labels = (known.name, str(known.version))
-            self.metrics.requests.labels(*labels).inc()
+            self.metrics.of(*labels).requests.inc()
             self.metrics.failures.labels(*labels, type(e).__name__).inc()
             raise
         labels = (response.model_name, response.model_version)
-        self.metrics.requests.labels(*labels).inc()
-        self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+        series = self.metrics.of(*labels)
+        series.requests.inc()
+        series.request_seconds.observe(time.perf_counter() - started)
         return response
 
     async def _infer_stateless(self, mv: ModelVersion, request: InferRequest) -> InferResponse:
@@ -231,8 +232,8 @@ class DataPlane:
 
     def _new_batcher(self, mv: ModelVersion, model: OrtModel, options: BatchingOptions) -> Batcher:
         labels = (mv.name, str(mv.version))
-        compute_seconds = self.metrics.compute_seconds.labels(*labels)
-        batch_size = self.metrics.batch_size.labels(*labels)
+        series = self.metrics.of(*labels)
+        compute_seconds, batch_size = series.compute_seconds, series.batch_size
 
         def observe(requests: int, samples: int, seconds: float) -> None:
             compute_seconds.observe(seconds)
@@ -337,15 +338,15 @@ class DataPlane:
         if sum(a.size for a in feeds.values()) <= self.inline_max_elements:
             began = time.perf_counter()
             result = model.run(feeds)
-            self.metrics.compute_seconds.labels(*labels).observe(time.perf_counter() - began)
+            self.metrics.of(*labels).compute_seconds.observe(time.perf_counter() - began)
             return result
         submitted = time.perf_counter()
 
         def run() -> dict[str, np.ndarray]:
             began = time.perf_counter()
-            self.metrics.queue_seconds.labels(*labels).observe(began - submitted)
+            self.metrics.of(*labels).queue_seconds.observe(began - submitted)
             result = model.run(feeds)
-            self.metrics.compute_seconds.labels(*labels).observe(time.perf_counter() - began)
+            self.metrics.of(*labels).compute_seconds.observe(time.perf_counter() - began)
             return result
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -11,6 +12,15 @@ from prometheus_client.registry import Collector
 
 # Buckets from 100 us: a single streamed step on the CPU takes a fraction of a millisecond.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    requests: Any
+    request_seconds: Any
+    queue_seconds: Any
+    compute_seconds: Any
+    batch_size: Any
 
 
 class Metrics:
@@ -55,6 +65,21 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
             registry=self.registry,
         )
+        self._versions: dict[tuple[str, str], VersionMetrics] = {}
+
+    def of(self, model: str, version: str) -> VersionMetrics:
+        """The labelled series of one model version, looked up once (labels() costs microseconds per call)."""
+        key = (model, version)
+        found = self._versions.get(key)
+        if found is None:
+            found = self._versions[key] = VersionMetrics(
+                requests=self.requests.labels(model, version),
+                request_seconds=self.request_seconds.labels(model, version),
+                queue_seconds=self.queue_seconds.labels(model, version),
+                compute_seconds=self.compute_seconds.labels(model, version),
+                batch_size=self.batch_size.labels(model, version),
+            )
+        return found
 
     def watch_sessions(self, store: Any) -> None:
         """Reports the session store's counts at scrape time (stores keep them; nothing to keep in sync)."""
