@@ -248,7 +248,6 @@ class DataPlane:
             max_batch_size=options.max_batch_size,
             max_queue_delay=options.max_queue_delay,
             on_batch=observe,
-            inline_max_elements=self.inline_max_elements,
         )
 
     def batch_stats(self, name: str, version: int) -> BatchStats | None:

@@ -134,14 +134,3 @@ async def test_a_models_config_sets_its_batching(store: Path) -> None:
         (store / "lstm" / "config.yaml").unlink()
         await plane.close()
 
-
-async def test_a_lone_small_request_on_an_idle_batcher_runs_at_once_and_exactly(store: Path) -> None:
-    plane = build_dataplane(Settings(store=store, device="cpu"))  # delay 0: lone requests run inline
-    try:
-        x = np.random.default_rng(5).standard_normal((1, 2, 3)).astype(np.float32)
-        response = await plane.infer(InferRequest("lstm", inputs=[Tensor("x", "FP32", x)]))
-        expected = run_directly(store / "lstm" / "1", {"x": x})
-        np.testing.assert_allclose(response.outputs[0].data, expected["last"], atol=1e-6, rtol=0)
-        assert _stats_of(plane, "lstm").sizes == {1: 1}
-    finally:
-        await plane.close()

@@ -74,15 +74,12 @@ class Batcher:
         max_batch_size: int = 64,
         max_queue_delay: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
-        inline_max_elements: int = 0,
     ) -> None:
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
         self._on_batch = on_batch
-        self.inline_max_elements = inline_max_elements
-        self._running = False  # a batch is on the compute thread
         self._queue: asyncio.Queue[_Pending] | None = None
         self._held: _Pending | None = None  # too big to join the last batch: leads the next one
         self._task: asyncio.Task[None] | None = None
@@ -98,20 +95,6 @@ class Batcher:
             self._task = loop.create_task(self._serve(), name="seqserve-batcher")
         assert self._queue is not None
         size = int(next(iter(feeds.values())).shape[0])
-        if (
-            not self._running
-            and self._held is None
-            and self._queue.empty()
-            and self.max_queue_delay == 0
-            and sum(a.size for a in feeds.values()) <= self.inline_max_elements
-        ):
-            # Nothing to batch with: a small lone request runs at once on the loop, sparing it the
-            # round trip to the compute thread (an idle server answers sooner). Under load a batch is
-            # almost always running, and requests queue for the next one.
-            started = time.perf_counter()
-            outputs = self._run(feeds)
-            self._record(1, size, started)
-            return outputs
         future: asyncio.Future[Feeds] = loop.create_future()
         await self._queue.put(_Pending(feeds, size, future))
         return await future
@@ -160,7 +143,6 @@ class Batcher:
         if not live:
             return
         started = time.perf_counter()
-        self._running = True
         try:
             # Stacking, the run and the slicing all happen on the compute thread: the event loop only
             # hands over the batch and completes the futures.
@@ -170,8 +152,6 @@ class Batcher:
                 if not pending.future.done():
                     pending.future.set_exception(e)
             return
-        finally:
-            self._running = False
         self._record(len(live), sum(p.size for p in live), started)
         for pending, part in zip(live, parts, strict=True):
             if not pending.future.done():
