@@ -23,7 +23,6 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from helpers.onnx_models import run_directly, write_lstm_model
-from helpers.redis_server import running_redis
 from helpers.server import RunningServer, running_server
 from seqserve.config import Settings
 from seqserve.errors import SessionConflict
@@ -47,12 +46,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def lstm_dir(store: Path) -> Path:
     return store / "lstm" / "1"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers.onnx_models import run_directly, write_embedding_model, write_lstm_model
-from helpers.redis_server import running_redis
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.errors import InvalidInput, LimitExceeded, ModelNotFound, SessionConflict, SessionNotFound
@@ -25,12 +24,6 @@ def store(tmp_path: Path) -> Path:
     write_lstm_model(tmp_path, "plain", 1, stateful=False)
     write_embedding_model(tmp_path, "embed", 1)
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -24,7 +24,6 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from helpers.onnx_models import run_directly, write_lstm_model
-from helpers.redis_server import running_redis
 from helpers.server import RunningServer, running_server
 from seqserve.grpc.generated import grpc_service_pb2 as gpb
 from seqserve.grpc.generated import session_service_pb2 as spb
@@ -48,12 +47,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def lstm_dir(store: Path) -> Path:
     return store / "lstm" / "1"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
