@@ -105,10 +105,20 @@ def tensors_from_proto(
     return decoded
 
 
-def infer_response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
-    """Encodes a response with raw_output_contents, as Triton answers and tritonclient expects."""
-    message = pb.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id or ""
+def infer_response_to_proto(
+    response: InferResponse, message: pb.ModelInferResponse | None = None
+) -> pb.ModelInferResponse:
+    """Encodes a response with raw_output_contents, as Triton answers and tritonclient expects.
+
+    `message` may be a field of an enclosing message (a stream's `infer_response`) to fill in place:
+    building a message apart and copying it in costs more than the encoding itself for one step.
+    """
+    if message is None:
+        message = pb.ModelInferResponse()
+    message.model_name, message.model_version, message.id = (
+        response.model_name,
+        response.model_version,
+        response.id or "",
     )
     parameters_to_proto(response.parameters, message.parameters)
     for tensor in response.outputs:

@@ -8,7 +8,7 @@ as INTERNAL with a message, never as grpc's bare "Unexpected error".
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -27,7 +27,11 @@ def internal_error_message(method: str, error: BaseException) -> str:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every method of our services (health and reflection pass through)."""
+    """Wraps every unary method of our services (health and reflection pass through).
+
+    ModelStreamInfer, our one streaming method, answers each failure in-band in the servicer (the
+    stream goes on), so it is not wrapped: a second async generator per message would only cost.
+    """
 
     async def intercept_service(
         self,
@@ -38,16 +42,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not method.startswith(SERVICE_PREFIXES):
             return handler
-        # Our services have unary-unary methods and one stream-stream method (ModelStreamInfer).
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _stream(method, handler.stream_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -58,22 +55,6 @@ def _unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await behaviour(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except SeqserveError as e:
-            await context.abort(e.grpc_code, e.message)
-        except Exception as e:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, internal_error_message(method, e))
-
-    return wrapped
-
-
-def _stream(method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def wrapped(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for response in behaviour(requests, context):
-                yield response
         except grpc.aio.AbortError:
             raise
         except SeqserveError as e:

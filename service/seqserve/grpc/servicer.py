@@ -69,7 +69,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         async for request in requests:
             try:
                 response = await self._dataplane.infer(converters.infer_request_from_proto(request))
-                answer = pb.ModelStreamInferResponse(infer_response=converters.infer_response_to_proto(response))
+                answer = pb.ModelStreamInferResponse()
+                converters.infer_response_to_proto(response, answer.infer_response)
             except SeqserveError as e:
                 answer = converters.stream_error_to_proto(request, e.message)
             except Exception as e:
