@@ -135,8 +135,8 @@ def test_bidirectional_with_mask_matches_keras(exported_cache, kind, merge_mode,
     _check(model, exported, _float_batch(PATTERNS[pattern], seed=2))
 
 
-def test_masked_lstm_switches_between_fused_back_padding_and_scan(exported_cache):
-    """Back-padded batches may run the fused op (sequence_lens); anything else the Scan form."""
+def test_masked_lstm_switches_between_fused_padding_and_scan(exported_cache):
+    """Batches of back- or front-padded rows may run the fused op (sequence_lens); others the Scan form."""
     _, exported = exported_cache(
         ("masking", "lstm", False, False),
         lambda: _masked_model("lstm", "masking", return_sequences=False, go_backwards=False, return_state=True),
@@ -151,13 +151,31 @@ def test_masked_lstm_switches_between_fused_back_padding_and_scan(exported_cache
 
 def _back_padded_batch(kind: str, seed: int) -> np.ndarray:
     """Every row back-padded (lengths 6, 4, 1, 3): the batch takes the fused path where there is one."""
-    lengths = [T, 4, 1, 3]
+    return _padded_batch(kind, seed, front=False)
+
+
+def _front_padded_batch(kind: str, seed: int) -> np.ndarray:
+    """Every row front-padded (Keras' `pad_sequences` default; lengths 6, 4, 1, 3)."""
+    return _padded_batch(kind, seed, front=True)
+
+
+def _mixed_padded_batch(kind: str, seed: int) -> np.ndarray:
+    """Rows padded at either end (full, back, front, back, front): still the fused path."""
+    return _padded_batch(kind, seed, front=[False, False, True, False, True], lengths=[T, 4, 1, 3, 5])
+
+
+def _padded_batch(kind: str, seed: int, front: bool | list[bool], lengths: list[int] | None = None) -> np.ndarray:
+    lengths = lengths or [T, 4, 1, 3]
+    fronts = front if isinstance(front, list) else [front] * len(lengths)
     if kind == "ids":
         x = np.random.default_rng(seed).integers(1, V, (len(lengths), T)).astype(np.int32)
     else:
         x = np.random.default_rng(seed).standard_normal((len(lengths), T, F)).astype(np.float32)
-    for row, n in enumerate(lengths):
-        x[row, n:] = 0
+    for row, (n, at_front) in enumerate(zip(lengths, fronts, strict=True)):
+        if at_front:
+            x[row, : T - n] = 0
+        else:
+            x[row, n:] = 0
     return x
 
 
@@ -165,7 +183,7 @@ def _back_padded_batch(kind: str, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "go_backwards"])
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "sequences"])
 @pytest.mark.parametrize("kind", list(RECURRENT))
-def test_back_padded_batch_matches_keras(tmp_path, kind, return_sequences, go_backwards, return_state):
+def test_padded_batch_matches_keras(tmp_path, kind, return_sequences, go_backwards, return_state):
     model = _masked_model(
         kind, "masking", return_sequences=return_sequences, go_backwards=go_backwards, return_state=return_state
     )
@@ -174,51 +192,132 @@ def test_back_padded_batch_matches_keras(tmp_path, kind, return_sequences, go_ba
     exported = export(model, tmp_path)
     for seed in range(2):
         _check(model, exported, _back_padded_batch("float", seed))
+        _check(model, exported, _front_padded_batch("float", seed))
+        _check(model, exported, _mixed_padded_batch("float", seed))
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", None])
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "sequences"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_reset_before"])
-def test_back_padded_batch_through_bidirectional_matches_keras(exported_cache, kind, merge_mode, return_sequences):
+def test_padded_batch_through_bidirectional_matches_keras(exported_cache, kind, merge_mode, return_sequences):
     model, exported = exported_cache(
         ("bidi", kind, merge_mode, return_sequences),
         lambda: _bidirectional(kind, merge_mode, merge_mode in ("concat", None), return_sequences),
     )
     _check(model, exported, _back_padded_batch("float", 3))
+    _check(model, exported, _front_padded_batch("float", 3))
+    _check(model, exported, _mixed_padded_batch("float", 3))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_back_padded_embedding_batch_matches_keras(exported_cache, kind):
+def test_padded_embedding_batch_matches_keras(exported_cache, kind):
     model, exported = exported_cache(
         ("embedding", kind, True), lambda: _masked_model(kind, "embedding", return_sequences=True)
     )
     _check(model, exported, _back_padded_batch("ids", 4))
+    _check(model, exported, _front_padded_batch("ids", 4))
+    _check(model, exported, _mixed_padded_batch("ids", 4))
 
 
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "go_backwards"])
-def test_back_padded_batch_runs_the_fused_op_and_other_masks_the_scan(tmp_path, go_backwards):
+def _ran_recurrent_ops(path: Path, feeds: dict[str, np.ndarray], output: str, tmp_path: Path, tag: str):
+    """Run the model once with ORT's profiler: (output, the recurrent ops that ran)."""
     import json
 
     import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp_path / f"profile_{tag}")
+    session = ort.InferenceSession(str(path), opts)
+    got = session.run([output], feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    ran = {e["args"].get("op_name") for e in events if e.get("cat") == "Node"} & {"LSTM", "GRU", "Scan"}
+    return got, ran
+
+
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "go_backwards"])
+def test_padded_batches_run_the_fused_op_and_other_masks_the_scan(tmp_path, go_backwards):
     from kerasparity import export
 
     model = _masked_model("lstm", "masking", return_sequences=True, go_backwards=go_backwards)
     exported = export(model, tmp_path)
-    for pattern, expected_op in [("back", "LSTM"), ("front", "Scan"), ("holes", "Scan")]:
-        x = _float_batch(PATTERNS["front_padding"]) if pattern == "front" else _back_padded_batch("float", 5)
-        if pattern == "holes":
-            x[0, 2] = 0.0
-        opts = ort.SessionOptions()
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(tmp_path / f"profile_{pattern}")
-        session = ort.InferenceSession(str(exported.report.path / "model.onnx"), opts)
+    mixed = _back_padded_batch("float", 5)
+    mixed[1] = _front_padded_batch("float", 5)[1]  # one row front-padded, the others back-padded
+    empty = _front_padded_batch("float", 5)
+    empty[2] = 0.0  # a fully masked row
+    holes = _back_padded_batch("float", 5)
+    holes[0, 2] = 0.0
+    cases = {
+        "back": (_back_padded_batch("float", 5), "LSTM"),
+        "front": (_front_padded_batch("float", 5), "LSTM"),
+        "holes": (holes, "Scan"),
+        "mixed": (mixed, "LSTM"),
+        "empty_row": (empty, "Scan"),
+        "front_with_holes": (_float_batch(PATTERNS["front_padding"]), "Scan"),  # its third row has a hole
+    }
+    for tag, (x, expected_op) in cases.items():
         feeds = {exported.signature.inputs[0].name: x}
         feeds.update({s.input: np.zeros((x.shape[0], U), np.float32) for s in exported.signature.states})
-        got = session.run([exported.signature.outputs[0].name], feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
-        ran = {e["args"].get("op_name") for e in events if e.get("cat") == "Node"} & {"LSTM", "Scan"}
-        assert ran == {expected_op}, (pattern, ran)
-        assert max_diff(got, as_list(model.predict(x, verbose=0))) <= TOL
+        got, ran = _ran_recurrent_ops(
+            exported.report.path / "model.onnx", feeds, exported.signature.outputs[0].name, tmp_path, tag
+        )
+        assert ran == {expected_op}, (tag, ran)
+        assert max_diff(got, as_list(model.predict(x, verbose=0))) <= TOL, tag
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_front_padded_batch_runs_both_directions_of_bidirectional_fused(exported_cache, tmp_path, kind):
+    model, exported = exported_cache(("bidi", kind, "concat", True), lambda: _bidirectional(kind, "concat", True, True))
+    x = _front_padded_batch("float", 14)
+    feeds = {exported.signature.inputs[0].name: x}
+    feeds.update({s.input: np.zeros((x.shape[0], U), np.float32) for s in exported.signature.states})
+    got, ran = _ran_recurrent_ops(
+        exported.report.path / "model.onnx", feeds, exported.signature.outputs[0].name, tmp_path, kind
+    )
+    assert ran == {kind.upper()}, ran
+    assert max_diff(got, as_list(model.predict(x, verbose=0))[:1]) <= TOL
+
+
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "go_backwards"])
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "sequences"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_reset_before"])
+def test_padded_batch_with_initial_state_matches_keras(tmp_path, kind, return_sequences, go_backwards):
+    """Given states, a masked step keeps the state (the initial one before the first valid step);
+    the output there is still the previous output or zeros, never the initial state."""
+    n_states = 2 if kind == "lstm" else 1
+    inp = keras.Input((T, F))
+    states_in = [keras.Input((U,)) for _ in range(n_states)]
+    opts = dict(return_sequences=return_sequences, go_backwards=go_backwards, return_state=True, name="rec")
+    layer = RECURRENT[kind](**opts)
+    masking = layers.Masking(0.0)
+    # Keras drops the automatic mask of a call given `initial_state`: pass it explicitly.
+    out = layer(masking(inp), initial_state=states_in, mask=masking.compute_mask(inp))
+    model = keras.Model([inp, *states_in], out)
+    randomize_weights(model, seed=11)
+    plain = keras.Sequential([keras.Input((T, F)), layers.Masking(0.0), RECURRENT[kind](**opts)])
+    plain.layers[-1].set_weights(layer.get_weights())
+    from kerasparity import export
+
+    exported = export(plain, tmp_path)
+    rng = np.random.default_rng(11)
+    kinds = ["h", "c"][:n_states]
+    for front in (False, True, [True, False, True, False]):
+        x = _padded_batch("float", 12, front=front)
+        s = [rng.standard_normal((len(x), U)).astype(np.float32) for _ in range(n_states)]
+        expected = as_list(model.predict([x, *s], verbose=0))
+        got, _ = exported.run([x], {f"rec.{k}": v for k, v in zip(kinds, s, strict=False)})
+        assert max_diff(got, expected) <= TOL, front
+
+
+@pytest.mark.parametrize("second_backwards", [False, True], ids=["forward", "go_backwards"])
+@pytest.mark.parametrize("first,second", [("lstm", "gru"), ("gru", "lstm")])
+def test_padded_batch_through_stacked_layers_matches_keras(exported_cache, first, second, second_backwards):
+    model, exported = exported_cache(
+        ("stacked", first, second, second_backwards), lambda: _stacked(first, second, second_backwards)
+    )
+    _check(model, exported, _front_padded_batch("ids", 13))
+    _check(model, exported, _back_padded_batch("ids", 13))
+    _check(model, exported, _mixed_padded_batch("ids", 13))
 
 
 @pytest.mark.parametrize("merge", ["add", "concatenate"])

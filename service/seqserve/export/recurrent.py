@@ -1,13 +1,17 @@
 """Recurrent layers as ONNX: a cell description shared by LSTM/GRU/SimpleRNN, the generic RNN,
 StackedRNNCells and Bidirectional, and the two graph forms they are emitted in.
 
-- fused: the ONNX `LSTM` / `GRU` op (fast and exact for default activations without a mask);
+- fused: the ONNX `LSTM` / `GRU` op (fast and exact for default activations), always run forward
+  over Keras' steps in Keras' order (go_backwards reverses the input in the `Gather` that makes
+  it time-major; see `_fused`);
 - scan: the input projection of all timesteps as one MatMul outside, then a `Scan` over time whose
   body is a few small ops. Exact for every activation and any mask (front/back padding, holes),
   and runs on ORT's CUDA EP where the fused op with other activations would fall back to the CPU;
-- masked LSTM/GRU with default activations: an `If` on the data. A batch whose rows are all
-  back-padded (and none empty) runs the fused op with `sequence_lens` (+ one `Where`, since Keras
-  repeats the last valid output where the op writes zeros); any other mask runs the Scan form.
+- masked LSTM/GRU with default activations: an `If` on the data. A batch whose rows are each
+  back-padded or front-padded (Keras' `pad_sequences` default), none empty, runs the fused op with
+  `sequence_lens`, each row's valid steps moved first and the outputs moved back by two `Gather`s
+  that also do the time-major transposes and fill the masked steps as Keras does; any other mask
+  (holes, empty rows) runs the Scan form (`_padded_or_scan`).
 
 SimpleRNN always takes the Scan form (the ONNX `RNN` op is slower, DESIGN.md); `--target cuda`
 never emits a GRU with linear_before_reset=0 (ORT's CUDA EP runs it on the CPU).
@@ -23,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import helper
 
 from seqserve.export import activations
@@ -61,6 +64,9 @@ class RecurrentOptions:
     go_backwards: bool = False
     stateful: bool = False
     zero_output_for_mask: bool = False
+    # Return the sequence in reversed time order (Bidirectional re-aligns its backward layer with
+    # the input this way; the fused form folds it into the Gather it already does).
+    reverse_output: bool = False
 
 
 def check_time_major(ctx: ConvertContext, layer: Layer, cfg: dict[str, Any]) -> None:
@@ -190,7 +196,23 @@ def run_recurrent(
         return _fused(ctx.b, name, cells[0], x.name, initial_states, opts)
     if mask is not None and can_fuse(ctx, cells, None):
         return _padded_or_scan(ctx, name, cells, x.name, mask, initial_states, opts)
-    return _scan(ctx, ctx.b, name, cells, x.name, mask, initial_states, opts)
+    return _scan_form(ctx, ctx.b, name, cells, x.name, mask, initial_states, opts)
+
+
+def _scan_form(
+    ctx: ConvertContext,
+    b: GraphBuilder,
+    name: str,
+    cells: list[Cell],
+    x: str,
+    mask: str | None,
+    initial: list[str],
+    opts: RecurrentOptions,
+) -> tuple[str, list[str]]:
+    out, finals = _scan(ctx, b, name, cells, x, mask, initial, opts)
+    if opts.return_sequences and opts.reverse_output:
+        out = reverse_time(b, out)
+    return out, finals
 
 
 def _padded_or_scan(
@@ -202,14 +224,23 @@ def _padded_or_scan(
     initial: list[str],
     opts: RecurrentOptions,
 ) -> tuple[str, list[str]]:
-    """A masked LSTM/GRU with default activations. The test is on the data, inside the graph:
+    """A masked LSTM/GRU with default activations. When every row of the batch is padded at one
+    end, back (valid steps first) or front (masked steps first, `pad_sequences`' default), rows
+    of both kinds mixed, and no row is empty, the fused op runs (`_fused` with `sequence_lens`);
+    otherwise (holes, empty rows) the Scan form. The test is on the data, inside the graph (`If`),
+    a few small ops on the [batch, time] mask.
 
-    - every row back-padded (valid steps first, at least one): the fused op with `sequence_lens`;
-    - else every row front-padded (masked steps first, at least one valid): the fused op on the
-      time-reversed input (`_fused(front_padded=True)`);
-    - else (holes, empty rows, a batch mixing both paddings) the Scan form.
-
-    Two nested `If`s; the tests cost a few ops on the [batch, time] mask.
+    Measured (2-core EPYC, ORT 1.32, CPU EP; batch 32, T=100, Embedding 64 -> 128 units,
+    return_sequences, lengths 50..100; bench/export_vs_tf2onnx.py's models, graphs interleaved;
+    median ms, 1 thread as thread CPU time / default threads as wall time; the form before this one
+    / now / tf2onnx's Loop):
+      LSTM front padding            Scan 11.75 / 8.03 / 11.61     default threads 10.76 / 8.10 / 11.65
+      LSTM front, go_backwards      Scan 11.52 / 8.12 / 11.69     10.45 / 7.82 / 12.51
+      LSTM front, last output only  Scan 11.41 / 7.96 / 11.74
+      GRU front padding             Scan  8.96 / 7.29 /  9.31      8.59 / 7.19 /  8.72
+      Bidirectional LSTM, front     Scan 24.17 / 16.70 / 24.61
+      LSTM back padding             op + Transpose + Where 8.41 / 8.15 / 11.57;  9.15 / 8.09 / 16.30
+    Default-thread figures on this shared 2-core machine are noisy (+-15%); 1-thread ones +-2%.
     """
     b = ctx.b
     lens = b.op(
@@ -218,53 +249,32 @@ def _padded_or_scan(
     steps = b.op("Squeeze", [b.op("Shape", [mask], f"{name}_steps", start=1, end=2), b.i64([0])])
     positions = b.op("Unsqueeze", [b.op("Range", [b.i64(0), steps, b.i64(1)], f"{name}_positions"), b.i64([0])])
     lens2 = b.op("Unsqueeze", [lens, b.i64([1])], f"{name}_lens2")
-    # `valid`: the mask a back-padded row has, i.e. the steps the op runs, in the order it runs them.
-    valid = b.op("Less", [positions, lens2], f"{name}_valid")
-    front = b.op("Not", [b.op("Less", [positions, b.op("Sub", [steps, lens2])])], f"{name}_front_mask")
-    none_empty = b.op("Greater", [b.op("ReduceMin", [lens], keepdims=0), b.i64(0)])
 
-    def matches(pattern: str, label: str) -> str:
+    def rows_like(pattern: str, label: str) -> str:
+        """[batch] BOOL: the row's mask is `pattern`."""
         differs = b.op("Cast", [b.op("Xor", [pattern, mask])], to=INT64)
-        same = b.op("Equal", [b.op("ReduceMax", [differs], keepdims=0), b.i64(0)])
-        return b.op("And", [same, none_empty], f"{name}_{label}")
+        return b.op("Equal", [b.op("ReduceMax", [differs], axes=[1], keepdims=0), b.i64(0)], f"{name}_{label}")
 
-    back_padded, front_padded = matches(valid, "back_padded"), matches(front, "front_padded")
+    back_rows = rows_like(b.op("Less", [positions, lens2]), "back_rows")
+    front_rows = rows_like(b.op("Not", [b.op("Less", [positions, b.op("Sub", [steps, lens2])])]), "front_rows")
+    odd_rows = b.op("Cast", [b.op("Not", [b.op("Or", [back_rows, front_rows])])], to=INT64)
+    all_padded = b.op("Equal", [b.op("ReduceMax", [odd_rows], keepdims=0), b.i64(0)])
+    none_empty = b.op("Greater", [b.op("ReduceMin", [lens], keepdims=0), b.i64(0)])
+    cond = b.op("And", [all_padded, none_empty], f"{name}_padded")
 
-    def branch(parent: GraphBuilder, form: str) -> onnx.GraphProto:
-        sb = parent.sub()
-        if form == "scan":
-            out, finals = _scan(ctx, sb, name, cells, x, mask, initial, opts)
+    branches = []
+    for form in ("fused", "scan"):
+        sb = b.sub()
+        if form == "fused":
+            out, finals = _fused(sb, name, cells[0], x, initial, opts, lens=lens, front_rows=front_rows)
         else:
-            seq_lens = sb.op("Cast", [lens], f"{name}_seq_lens", to=INT32)
-            out, finals = _fused(
-                sb, name, cells[0], x, initial, opts, seq_lens=seq_lens, valid=valid, front_padded=form == "front"
-            )
+            out, finals = _scan_form(ctx, sb, name, cells, x, mask, initial, opts)
         for t in (out, *finals):
             o = sb.name(f"{name}_{form}_out")
             sb.op_into("Identity", [t], [o])
             sb.add_output(o, FLOAT, None)
-        return sb.graph(f"{name}_{form}")
-
-    n_out = 1 + len(initial)
-    inner = b.sub()
-    outs = inner.op(
-        "If",
-        [front_padded],
-        f"{name}_if_front",
-        n_out=n_out,
-        then_branch=branch(inner, "front"),
-        else_branch=branch(inner, "scan"),
-    )
-    for t in outs:
-        inner.add_output(t, FLOAT, None)
-    outs = b.op(
-        "If",
-        [back_padded],
-        f"{name}_if",
-        n_out=n_out,
-        then_branch=branch(b, "back"),
-        else_branch=inner.graph(f"{name}_not_back"),
-    )
+        branches.append(sb.graph(f"{name}_{form}"))
+    outs = b.op("If", [cond], f"{name}_if", n_out=1 + len(initial), then_branch=branches[0], else_branch=branches[1])
     return outs[0], outs[1:]
 
 
@@ -274,6 +284,46 @@ def _lstm_onnx_order(m: np.ndarray, units: int) -> np.ndarray:
     return np.concatenate([i, o, f, c], axis=-1)
 
 
+class _TimeIndex:
+    """Row indices for the `Gather`s that move [batch, time] rows of a flattened tensor: a time
+    shift of each row and the batch <-> time-major transpose in one copy. Built in the graph, on
+    first use (batch size, time steps and lengths are known at run time only)."""
+
+    def __init__(self, b: GraphBuilder, name: str, x: str) -> None:
+        self.b, self.name, self.x = b, name, x
+        self._dims: tuple[str, str] | None = None
+        self._ranges: dict[tuple[str, int], str] = {}
+
+    def dims(self) -> tuple[str, str]:
+        """(batch, steps) as int64 scalars."""
+        if self._dims is None:
+            b = self.b
+            shape = b.op("Shape", [self.x], f"{self.name}_shape")
+            self._dims = (
+                b.op("Gather", [shape, b.i64(0)], f"{self.name}_batch"),
+                b.op("Gather", [shape, b.i64(1)], f"{self.name}_steps"),
+            )
+        return self._dims
+
+    def rng(self, n: str, axis: int) -> str:
+        """0..n-1 as a column ([n, 1], axis 0) or a row ([1, n], axis 1)."""
+        if (n, axis) not in self._ranges:
+            b = self.b
+            r = b.op("Range", [b.i64(0), n, b.i64(1)], f"{self.name}_range")
+            self._ranges[(n, axis)] = b.op("Unsqueeze", [r, b.i64([1 - axis])], f"{self.name}_range")
+        return self._ranges[(n, axis)]
+
+    def to_time_major(self, src_t: str) -> str:
+        """[time, batch] indices into x as [batch*time, F]: row b*T + src_t[t, b]."""
+        batch, steps = self.dims()
+        return self.b.op("Add", [self.b.op("Mul", [self.rng(batch, 1), steps]), src_t], f"{self.name}_in_index")
+
+    def to_batch_major(self, src_t: str) -> str:
+        """[batch, time] indices into a time-major tensor as [time*batch, U]: row src_t[b, t]*B + b."""
+        batch, _ = self.dims()
+        return self.b.op("Add", [self.b.op("Mul", [src_t, batch]), self.rng(batch, 0)], f"{self.name}_out_index")
+
+
 def _fused(
     b: GraphBuilder,
     name: str,
@@ -281,45 +331,71 @@ def _fused(
     x: str,
     initial: list[str],
     opts: RecurrentOptions,
-    seq_lens: str | None = None,
-    valid: str | None = None,
-    front_padded: bool = False,
+    lens: str | None = None,
+    front_rows: str | None = None,
 ) -> tuple[str, list[str]]:
-    """The ONNX LSTM/GRU op, around it only the time-major Transposes and, where needed, one time
-    reversal (a Slice on the time-major axis 0, the cheapest place for it).
+    """The ONNX LSTM/GRU op, always run forward over the steps Keras runs, in Keras' order.
 
-    Keras runs the steps of P = x, or x reversed for go_backwards, and returns outputs in P's order.
-    The op runs `src` (x, or x reversed) forward or in reverse, so that it runs P's steps in P's
-    order; with `direction="reverse"` its Y comes in src's order, which is P reversed.
+    Keras runs the steps of P = x, or x reversed for go_backwards, and returns outputs in P's
+    order. Without a mask the input goes time-major with a `Transpose`, or with go_backwards one
+    `Gather` that also reverses time.
 
-    - No mask, forward: src = x, forward. go_backwards: for return_sequences, the narrower of the
-      input and the output is reversed (src = x reversed and forward, or src = x in reverse and Y
-      reversed); for the last output only, `direction="reverse"` on x and nothing is reversed.
-    - Masked (`seq_lens`: rows back-padded, or with `front_padded` front-padded): the op needs each
-      row's valid steps first, so src = x (back padding) or x reversed (front padding). The op
-      writes zeros past a row's length. Where P's valid steps come last (front padding forward,
-      back padding with go_backwards) those zeros sit at P's leading masked steps, which is what
-      Keras outputs there; where they come first, Keras repeats the last output (or zeros with
-      `zero_output_for_mask`): one `Where` on `valid` ([batch, time], True on the steps run).
+    With a mask (`lens` [batch]: each row's number of valid steps; the caller checked that every
+    row is back-padded or front-padded, `front_rows` [batch] BOOL, and none is empty) the op takes
+    `sequence_lens` and needs each row's valid steps first. Where they lead P nothing moves; where
+    they trail P (front padding forward, back padding with go_backwards) the row is rotated by its
+    number of masked steps (`shift`). One `Gather` on x does that and goes time-major; another on
+    Y rotates back, goes batch-major and fills the masked steps with what Keras outputs there:
+    where they lead P, zeros (the op's zeros past the row's length: Keras' previous output before
+    any valid step); where they trail P, the last valid output, or zeros with
+    `zero_output_for_mask` (Bidirectional). The final states are the op's: masked steps keep the
+    state.
 
-    Measured (2-core EPYC, ORT 1.32, 1 thread, thread CPU time, batch 32, T=100, 64 -> 128, per
-    node): time-major Slice of the input 0.06 ms vs 0.11 ms on axis 1 of [batch, time, 64] and
-    0.12 ms for tf2onnx's ReverseSequence; the LSTM op ~8 ms.
+    The op's own `direction="reverse"` is not used: ORT implements it with a reversed copy of the
+    input and of Y inside the op.
+
+    Measured (2-core EPYC, ORT 1.32, 1 thread, thread CPU time, batch 32, T=100, 64 -> 128):
+    Gather [3200, 64] -> [100, 32, 64] 0.062 ms vs Transpose 0.098 ms (+ a time-major Slice
+    reversal 0.069 ms); Gather [3200, 128] -> [32, 100, 128] 0.090 ms vs Transpose 0.153 ms (+ a
+    `Where` repeating the last output 0.278 ms); the LSTM op ~8 ms. End to end (1 thread, thread
+    CPU time, median ms, before this form / now / tf2onnx): LSTM go_backwards 7.85 (Slice +
+    Transpose) / 7.81 / 7.87 (ReverseSequence + Transpose), GRU go_backwards 7.42 / 7.34 / 8.48,
+    Bidirectional LSTM 16.42 / 16.20 / 16.45 (the backward sequence re-aligned in this Gather, see
+    `RecurrentOptions.reverse_output`, instead of Transpose + Slice): within noise of each other,
+    the op is ~98% of the time. Measured and not taken: a Gather in place of the two Transposes
+    of the plain layer (7.66 vs 7.65 ms), and one `direction="bidirectional"` op for Bidirectional
+    as tf2onnx emits (17.06 vs 17.03 ms).
     """
     u = cell.units
-    masked = seq_lens is not None
-    input_dim = cell.kernel.shape[0]
+    masked = lens is not None
+    ti = _TimeIndex(b, name, x)
+    shift = limit = None
     if masked:
-        reverse_input = front_padded
-    elif opts.go_backwards and opts.return_sequences:
-        reverse_input = input_dim <= u
+        # Rows whose valid steps trail P: front-padded forward, back-padded (not front) backwards.
+        trailing = front_rows if not opts.go_backwards else b.op("Not", [front_rows])
+        assert trailing is not None
+        steps = ti.dims()[1]
+        masked_steps = b.op("Sub", [steps, lens], f"{name}_masked_steps")
+        shift = b.op("Mul", [b.op("Cast", [trailing], to=INT64), masked_steps], f"{name}_shift")
+        if opts.return_sequences and not opts.zero_output_for_mask:
+            # Leading valid steps: past the row's length repeat its last output.
+            limit = b.op("Where", [trailing, b.op("Sub", [steps, b.i64(1)]), b.op("Sub", [lens, b.i64(1)])])
+        elif not opts.return_sequences and opts.zero_output_for_mask:
+            # The last output is zeros unless P's last step is valid.
+            keep = b.op("Or", [trailing, b.op("Equal", [lens, steps])], f"{name}_last_valid")
+    if not masked and not opts.go_backwards:
+        xt = b.op("Transpose", [x], f"{name}_time_major", perm=[1, 0, 2])
     else:
-        reverse_input = False
-    # The op runs P forward when src is P.
-    reverse_op = reverse_input != opts.go_backwards
-    xt = b.op("Transpose", [x], f"{name}_time_major", perm=[1, 0, 2])
-    if reverse_input:
-        xt = reverse_time(b, xt, axis=0)
+        _, steps = ti.dims()
+        t = ti.rng(steps, 0)
+        src_t = b.op("Sub", [b.op("Sub", [steps, b.i64(1)]), t]) if opts.go_backwards else t
+        if shift is not None:
+            # The op's step t is P's step t + shift.
+            row_shift = b.op("Unsqueeze", [shift, b.i64([0])])
+            src_t = b.op("Sub" if opts.go_backwards else "Add", [src_t, row_shift])
+            src_t = b.op("Mod", [src_t, steps], f"{name}_src_t")
+        flat = b.op("Reshape", [x, b.i64([-1, cell.kernel.shape[0]])], f"{name}_rows")
+        xt = b.op("Gather", [flat, ti.to_time_major(src_t)], f"{name}_time_major", axis=0)
     if cell.kind == "lstm":
         w = _lstm_onnx_order(cell.kernel, u).T[None]
         r = _lstm_onnx_order(cell.recurrent_kernel, u).T[None]
@@ -339,41 +415,39 @@ def _fused(
         b.root.const(w, f"{name}_W"),
         b.root.const(r, f"{name}_R"),
         b.root.const(bias, f"{name}_B"),
-        seq_lens or "",
+        b.op("Cast", [lens], f"{name}_seq_lens", to=INT32) if masked else "",
         b.op("Unsqueeze", [initial[0], b.i64([0])], f"{name}_h0"),
     ]
     y = b.name(f"{name}_Y") if opts.return_sequences else ""
     y_h = b.name(f"{name}_Y_h")
     outs = [y, y_h]
-    attrs: dict[str, Any] = {"hidden_size": u}
-    if reverse_op:
-        attrs["direction"] = "reverse"
     if cell.kind == "lstm":
         ins.append(b.op("Unsqueeze", [initial[1], b.i64([0])], f"{name}_c0"))
         outs.append(b.name(f"{name}_Y_c"))
-        b.op_into("LSTM", ins, outs, **attrs)
+        b.op_into("LSTM", ins, outs, hidden_size=u)
     else:
-        b.op_into("GRU", ins, outs, linear_before_reset=int(cell.reset_after), **attrs)
+        b.op_into("GRU", ins, outs, hidden_size=u, linear_before_reset=int(cell.reset_after))
     states = [b.op("Squeeze", [o, b.i64([0])], f"{name}_{k}") for o, k in zip(outs[1:], cell.state_kinds, strict=True)]
     last = states[0]
-    # Masked steps trail P (and the op wrote zeros there) when the op ran P forward.
-    masked_tail = masked and not reverse_op
-    if opts.return_sequences:
+    if not opts.return_sequences:
+        if masked and opts.zero_output_for_mask:
+            last = b.op("Where", [b.op("Unsqueeze", [keep, b.i64([1])]), last, b.root.const(0.0, "zero")])
+        return last, states
+    if not masked and not opts.reverse_output:
         seq = b.op("Squeeze", [y, b.i64([1])], f"{name}_seq_tm")
-        if reverse_op:
-            seq = reverse_time(b, seq, axis=0)
-        out = b.op("Transpose", [seq], f"{name}_seq", perm=[1, 0, 2])
-        if masked_tail and not opts.zero_output_for_mask:
-            # Keras repeats the last valid output over the padding; the op writes zeros there.
-            valid3 = b.op("Unsqueeze", [valid, b.i64([2])], f"{name}_valid3")
-            out = b.op("Where", [valid3, out, b.op("Unsqueeze", [last, b.i64([1])])], f"{name}_seq")
-    else:
-        out = last
-        if masked_tail and opts.zero_output_for_mask:
-            # Zeros unless P's last step is valid.
-            v_last = b.op("Gather", [valid, b.i64([-1])], f"{name}_valid_last", axis=1)
-            out = b.op("Where", [v_last, last, b.root.const(0.0, "zero")], f"{name}_last")
-    return out, states
+        return b.op("Transpose", [seq], f"{name}_seq", perm=[1, 0, 2]), states
+    steps = ti.dims()[1]
+    k = ti.rng(steps, 1)
+    if opts.reverse_output:
+        k = b.op("Sub", [b.op("Sub", [steps, b.i64(1)]), k], f"{name}_reversed_k")
+    src_t = k
+    if shift is not None:
+        # P's step k is the op's step k - shift: zeros (past the row's length) where k < shift.
+        src_t = b.op("Mod", [b.op("Sub", [k, b.op("Unsqueeze", [shift, b.i64([1])])]), steps])
+    if limit is not None:
+        src_t = b.op("Min", [src_t, b.op("Unsqueeze", [limit, b.i64([1])])], f"{name}_out_t")
+    flat = b.op("Reshape", [y, b.i64([-1, u])], f"{name}_y_rows")
+    return b.op("Gather", [flat, ti.to_batch_major(src_t)], f"{name}_seq", axis=0), states
 
 
 def _projection(b: GraphBuilder, name: str, cell: Cell, x: str) -> str:

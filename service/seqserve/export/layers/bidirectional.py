@@ -10,7 +10,6 @@ from seqserve.export.recurrent import (
     build_cells,
     emit_recurrent_layer,
     options_from_config,
-    reverse_time,
     stacked_kinds,
 )
 from seqserve.export.registry import register
@@ -38,13 +37,13 @@ def bidirectional(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[V
     fopts, bopts = options_from_config(fcfg), options_from_config(bcfg)
     for o in (fopts, bopts):
         o.zero_output_for_mask = o.return_sequences
+    # The backward layer's sequence, re-aligned with the input (time reversed) by the layer itself.
+    bopts.reverse_output = bopts.return_sequences
     half = len(call.initial_state) // 2
     f_init, b_init = call.initial_state[:half], call.initial_state[half:]
     y, fstates = emit_recurrent_layer(ctx, layer, x, f_init, fcells, fopts, stacked_kinds(fcells, "forward_"))
     y_rev, bstates = emit_recurrent_layer(ctx, layer, x, b_init, bcells, bopts, stacked_kinds(bcells, "backward_"))
     b = ctx.b
-    if fopts.return_sequences:
-        y_rev = Value(reverse_time(b, y_rev.name), y_rev.shape, FLOAT, y_rev.mask)
     mode = cfg.get("merge_mode", "concat")
     if mode is None:
         outputs = [y, y_rev]
