@@ -255,7 +255,7 @@ def _plot(rows: list[Row], path: Path, machine: dict[str, str]) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("ONNX Runtime CPU, median ms per run (lower is better)")
     ax.set_title(f"seqserve export vs tf2onnx — {machine['cpu']}, {machine['cores']} cores")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
