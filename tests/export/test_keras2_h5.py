@@ -85,3 +85,32 @@ def test_keras2_hard_sigmoid_is_not_keras3s():
     feeds = {"x": data["x"], **{s.input: np.zeros([3, *s.shape[1:]], np.float32) for s in built.states}}
     wrong = sess.run([built.outputs[0].name], feeds)[0]
     assert float(np.max(np.abs(wrong - data[built.outputs[0].name]))) > 1e-3
+
+
+def test_keras2_masks_a_call_given_states_where_keras3_would_not(tmp_path):
+    """`masked_lstm_initial_state`: Masking -> LSTM(initial_state=[h0, c0]) -> GRU. tf.keras masks
+    the LSTM (its Keras-tensor states join the inputs list, whose first mask RNN.call uses); Keras 3
+    would not (one tensor argument only gets the automatic mask). Matches tf.keras, parity figure
+    included, and the same file read as a Keras 3 one no longer does: the rule is per generation."""
+    from seqserve.export.convert import build_onnx
+    from seqserve.keras import load_keras_model
+
+    path = FIXTURES / "masked_lstm_initial_state.h5"
+    data = np.load(path.with_suffix(".npz"))
+    assert np.all(data["lstm"][0, :2] == 0.0)  # front-padded steps: masked, zeros out
+    report, sig, sess = _export(path, tmp_path)
+    assert sig.parity["max_abs_diff"] <= TOL
+    feeds = {i.name: data[i.name] for i in sig.inputs}
+    feeds.update(_zeros(sig, 3))
+    got = sess.run([o.name for o in sig.outputs], feeds)
+    for out, value in zip(sig.outputs, got, strict=True):
+        assert float(np.max(np.abs(value - data[out.name]))) <= TOL, out.name
+
+    model = load_keras_model(path)
+    model.keras_version = "3.0.0"
+    built = build_onnx(model)
+    sess3 = ort.InferenceSession(built.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds3 = {i.name: data[i.name] for i in built.inputs}
+    feeds3.update({s.input: np.zeros([3, *s.shape[1:]], np.float32) for s in built.states})
+    wrong = sess3.run([built.outputs[0].name], feeds3)[0]
+    assert float(np.max(np.abs(wrong - data["lstm"]))) > 1e-2

@@ -33,7 +33,11 @@ are needed). It is called once per call of the layer in the Keras graph.
   `ctx.error(layer, "...")`.
 - `call.inputs` are the positional input Values (name, Keras shape batch-first with None for free
   dims, ONNX elem type, and `mask`: a BOOL [batch, time] tensor name or None);
-  `call.initial_state` the Values passed as `initial_state`.
+  `call.initial_state` the Values passed as `initial_state` (or, Keras 3, as the second positional
+  argument of a recurrent layer). `call.mask` is the mask Keras' `call()` gets: `call.x.mask`, or
+  None where Keras runs the call unmasked (`call.masked` False: a Keras 3 call with more than one
+  tensor argument, e.g. `lstm(x, initial_state=[h, c])`, and no explicit `mask=`; Keras 2 masks
+  such calls). Compute with `call.mask`; derive output masks (compute_mask) from `call.x.mask`.
 - Build nodes with `ctx.b` (`op`, `const`, `i64`, `sub` for Scan/Loop bodies, `add_function` for a
   model-local function in domain `builder.LOCAL_DOMAIN`). Return the call's outputs in Keras' order
   (output, then states when return_state), with the right output mask (Keras' compute_mask).

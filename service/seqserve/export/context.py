@@ -40,10 +40,21 @@ class CallValues:
     initial_state: list[Value] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     args: list[Any] = field(default_factory=list)  # raw Keras 3 positional args (constants of op layers)
+    # False when Keras runs the call without the first input's mask although that input has one:
+    # Keras 3 fills `mask` in only for a call with a single tensor argument, so
+    # `layer(x, initial_state=[h, c])` computes unmasked (keras/src/layers/layer.py, `__call__`
+    # step 6), while its output mask is still compute_mask(x, mask of x). Keras 2 masks such calls.
+    masked: bool = True
 
     @property
     def x(self) -> Value:
         return self.inputs[0]
+
+    @property
+    def mask(self) -> str | None:
+        """The mask Keras' `call()` gets: the first input's mask, or None (see `masked`). The
+        output mask (compute_mask) follows `x.mask` either way."""
+        return self.inputs[0].mask if self.masked else None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from seqserve.export import registry
 from seqserve.export.builder import GraphBuilder
 from seqserve.export.context import CallValues, ConvertContext, StateRecord, Value
 from seqserve.export.convert_dtypes import ONNX_DTYPES
-from seqserve.keras.model import KerasModel, Layer, TensorRef
+from seqserve.keras.model import KerasModel, Layer, LayerCall, TensorRef
 
 _DTYPES = ONNX_DTYPES
 # Classes that hold Python code (or need it) and are therefore refused by name.
@@ -90,12 +90,14 @@ def build_onnx(model: KerasModel, target: str = "cpu", on_layer: Callable[[Layer
                 continue
             if not call.inputs:
                 raise ctx.error(layer, "layer call has no inputs")
-            ins = [values[r] for r in call.inputs]
+            in_refs, state_refs = call_inputs(model, layer, call)
+            ins = [values[r] for r in in_refs]
             if call.mask is not None:
                 # An explicit mask (Keras 3 functional) is the mask of the first input.
                 m = values[call.mask]
                 ins[0] = replace(ins[0], mask=m.name if m.rank == 2 else None)
-            cv = CallValues(ins, [values[r] for r in call.initial_state], call.kwargs, call.args)
+            masked = call.mask is not None or keras_passes_mask(model, call)
+            cv = CallValues(ins, [values[r] for r in state_refs], call.kwargs, call.args, masked)
             ctx.call_index = i
             try:
                 outs = registry.CONVERTERS[layer.kind](ctx, layer, cv)
@@ -142,6 +144,75 @@ def build_onnx(model: KerasModel, target: str = "cpu", on_layer: Callable[[Layer
         b.add_output(s.output, TensorProto.FLOAT, ["batch", *s.shape[1:]])
     onnx_model = b.model(model.name, doc=f"exported by seqserve from {model.path}")
     return BuiltGraph(onnx_model, inputs, outputs, ctx.states, ctx.stateful_layers)
+
+
+# Layers whose `call(sequences, initial_state=None, mask=None, ...)` takes states (Keras 3).
+_STATE_CALLS = {
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "RNN",
+    "Bidirectional",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "ConvLSTM3D",
+}
+
+
+def _holds_tensor(obj: object) -> bool:
+    """A raw Keras 3 call argument that is (or nests) a Keras tensor."""
+    if isinstance(obj, dict):
+        return obj.get("class_name") == "__keras_tensor__" or any(_holds_tensor(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_tensor(v) for v in obj)
+    return False
+
+
+def _n_tensors(obj: object) -> int:
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            return 1
+        return sum(_n_tensors(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_n_tensors(v) for v in obj)
+    return 0
+
+
+def call_inputs(model: KerasModel, layer: Layer, call: LayerCall) -> tuple[list[TensorRef], list[TensorRef]]:
+    """(inputs, initial states) of a call. A Keras 3 recurrent layer may get its states as the
+    second positional argument, `lstm(x, [h, c])` (`call(sequences, initial_state, ...)`); the
+    reader lists those tensors among the inputs."""
+    args = call.args
+    if (
+        model.keras_major >= 3
+        and layer.class_name in _STATE_CALLS
+        and not call.initial_state
+        and len(args) >= 2
+        and _holds_tensor(args[1])
+        and not any(_holds_tensor(a) for a in args[2:])
+    ):
+        n = _n_tensors(args[0])
+        if 0 < n < len(call.inputs):
+            return call.inputs[:n], call.inputs[n:]
+    return call.inputs, call.initial_state
+
+
+def keras_passes_mask(model: KerasModel, call: LayerCall) -> bool:
+    """Whether Keras hands the first input's mask to the layer's `call()` (no explicit `mask=`).
+
+    Keras 3, `Layer.__call__` (keras/src/layers/layer.py, "6. Populate mask argument(s)"): `mask`
+    is filled in from the inputs' `_keras_mask` only when the call has exactly one tensor argument
+    (`CallSpec.tensor_arguments_dict`; a list of tensors is one argument). `lstm(x,
+    initial_state=[h, c])` or `lstm(x, [h, c])` has two, so the layer runs unmasked; its output
+    still gets compute_mask(x, mask of x) (`previous_mask` falls back to the first argument's).
+    Keras 2 (tf_keras `RNN.__call__` / `Bidirectional.__call__`) folds Keras-tensor states into
+    the inputs list, `Layer._get_input_masks` passes the list of masks and `RNN.call` uses the
+    first: masked.
+    """
+    if model.keras_major < 3:
+        return True
+    n_args = sum(1 for a in call.args if _holds_tensor(a)) if call.args else 1
+    return n_args + (1 if call.initial_state else 0) <= 1
 
 
 def _output_names(model: KerasModel, refs: list[TensorRef]) -> list[str]:

@@ -18,7 +18,9 @@ never emits a GRU with linear_before_reset=0 (ORT's CUDA EP runs it on the CPU).
 
 Masking follows Keras 3 (`keras/src/backend/*/rnn.py`): at a masked step every state keeps its
 value and the output is the previous output (zeros before the first valid step), or zeros when
-`zero_output_for_mask` is set (Bidirectional sets it when returning sequences).
+`zero_output_for_mask` is set (Bidirectional sets it when returning sequences). Which calls are
+masked at all follows the Keras generation that wrote the file (`CallValues.masked`): Keras 3 runs
+a layer given `initial_state` unmasked, though its output still carries the input's mask.
 """
 
 from __future__ import annotations
@@ -623,10 +625,13 @@ def emit_recurrent_layer(
     cells: list[Cell],
     opts: RecurrentOptions,
     kinds: list[str] | None = None,
+    masked: bool = True,
 ) -> tuple[Value, list[Value]]:
     """State graph I/O + the recurrence for one (possibly stacked-cell) recurrent layer.
 
-    Returns the layer's output and its final states (as Values, in Keras' order).
+    `masked=False` (`CallValues.masked`): Keras runs the call without `x.mask`; the output with
+    return_sequences still carries `x.mask` (RNN.compute_mask). Returns the layer's output and its
+    final states (as Values, in Keras' order).
     """
     if x.rank != 3:
         raise ctx.error(layer, f"expects a 3D input [batch, time, features], got rank {x.rank}")
@@ -643,7 +648,7 @@ def emit_recurrent_layer(
         inputs = [v.name for v in initial_state]
     if opts.stateful:
         ctx.stateful_layers.append(layer.name)
-    out, finals = run_recurrent(ctx, layer.name, cells, x, x.mask, inputs, opts)
+    out, finals = run_recurrent(ctx, layer.name, cells, x, x.mask if masked else None, inputs, opts)
     for k, t in zip(kinds, finals, strict=False):
         ctx.state_output(layer.name, k, t)
     units = cells[-1].units
@@ -664,7 +669,7 @@ def single_cell_layer(ctx: ConvertContext, layer: Layer, call: Any) -> list[Valu
     check_time_major(ctx, layer, cfg)
     cell = make_cell(ctx, layer, layer.class_name, cfg, layer.weights, int(x.shape[-1]))
     opts = options_from_config(cfg)
-    output, states = emit_recurrent_layer(ctx, layer, x, call.initial_state, [cell], opts)
+    output, states = emit_recurrent_layer(ctx, layer, x, call.initial_state, [cell], opts, masked=call.masked)
     return [output, *states] if opts.return_state else [output]
 
 

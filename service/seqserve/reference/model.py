@@ -1,4 +1,5 @@
-"""Evaluate a KerasModel with NumPy, following Keras 3's (and, for hard_sigmoid, Keras 2's) rules."""
+"""Evaluate a KerasModel with NumPy, following Keras 3's (and, for hard_sigmoid and masking a
+recurrent call given states, Keras 2's) rules."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from seqserve.keras.model import KerasModel, Layer, TensorRef
+from seqserve.keras.model import KerasModel, Layer, LayerCall, TensorRef
 
 Array = np.ndarray
 Masked = tuple[Array, Array | None]  # a value and its [batch, time] mask
@@ -191,6 +192,8 @@ class _Runner:
         self.states_in = states
         self.states_out: dict[str, Array] = {}
         self.call_index = 0
+        # Keras runs the current call without its input's mask (Keras 3, a call given states).
+        self.unmasked = False
 
     def state(self, layer: str, kind: str, batch: int, units: int) -> Array:
         v = self.states_in.get(f"{layer}.{kind}")
@@ -219,7 +222,8 @@ class _Runner:
             init = [self.state(owner, prefix + k, x[0].shape[0], w) for k, w in zip(kinds, widths, strict=False)]
         rs = bool(cfg.get("return_sequences", False))
         zo = bool(cfg.get("zero_output_for_mask", False)) if zero_out is None else zero_out
-        seq, last, finals = _recur(cells, x[0], x[1], init, bool(cfg.get("go_backwards", False)), zo)
+        mask = None if self.unmasked else x[1]
+        seq, last, finals = _recur(cells, x[0], mask, init, bool(cfg.get("go_backwards", False)), zo)
         for k, v in zip(kinds, finals, strict=False):
             self.states_out[f"{owner}.{prefix}{k}"] = v
         return ((seq, x[1]) if rs else (last, None)), finals, used
@@ -345,6 +349,42 @@ class _Runner:
         raise NoReference(cls)
 
 
+def _tensors_in(obj: Any) -> int:
+    """How many Keras tensors a raw Keras 3 call argument holds."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            return 1
+        return sum(_tensors_in(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensors_in(v) for v in obj)
+    return 0
+
+
+_TAKES_STATES = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
+
+
+def _split_states(model: KerasModel, layer: Layer, call: LayerCall) -> tuple[list[TensorRef], list[TensorRef]]:
+    """Keras 3 `rnn(x, [h, c])`: states as the second positional argument (`call(sequences,
+    initial_state, ...)`) are read as inputs; they are the initial state."""
+    args = call.args
+    if model.keras_major >= 3 and layer.class_name in _TAKES_STATES and not call.initial_state and len(args) >= 2:
+        counts = [_tensors_in(a) for a in args]
+        if counts[1] and not any(counts[2:]) and 0 < counts[0] < len(call.inputs):
+            return call.inputs[: counts[0]], call.inputs[counts[0] :]
+    return call.inputs, call.initial_state
+
+
+def _gets_mask(model: KerasModel, call: LayerCall) -> bool:
+    """Keras 3 passes the automatic mask only to a call with a single tensor argument
+    (keras/src/layers/layer.py `Layer.__call__`); a call given states runs unmasked, its output
+    mask is still compute_mask of the first input's mask. Keras 2 masks it (tf_keras RNN.__call__
+    puts Keras-tensor states into the inputs list; RNN.call takes the first input's mask)."""
+    if model.keras_major < 3:
+        return True
+    n = sum(1 for a in call.args if _tensors_in(a)) if call.args else 1
+    return n + (1 if call.initial_state else 0) <= 1
+
+
 def run_reference(
     model: KerasModel, inputs: list[Array], states: dict[str, Array] | None = None
 ) -> tuple[list[Array], dict[str, Array]]:
@@ -364,12 +404,14 @@ def run_reference(
             if not all(r in values for r in refs):
                 rest.append((layer, i))
                 continue
-            ins = [values[r] for r in call.inputs]
+            in_refs, state_refs = _split_states(model, layer, call)
+            ins = [values[r] for r in in_refs]
             if call.mask is not None:
                 mv = values[call.mask][0]
                 ins[0] = (ins[0][0], mv if mv.ndim == 2 else None)
-            init = [values[r][0] for r in call.initial_state]
+            init = [values[r][0] for r in state_refs]
             runner.call_index = i
+            runner.unmasked = call.mask is None and not _gets_mask(model, call)
             for t, v in enumerate(runner.call(layer, ins, init, call.args)):
                 values[TensorRef(layer.name, i, t)] = v
         if len(rest) == len(pending):

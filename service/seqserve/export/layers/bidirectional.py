@@ -41,8 +41,11 @@ def bidirectional(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[V
     bopts.reverse_output = bopts.return_sequences
     half = len(call.initial_state) // 2
     f_init, b_init = call.initial_state[:half], call.initial_state[half:]
-    y, fstates = emit_recurrent_layer(ctx, layer, x, f_init, fcells, fopts, stacked_kinds(fcells, "forward_"))
-    y_rev, bstates = emit_recurrent_layer(ctx, layer, x, b_init, bcells, bopts, stacked_kinds(bcells, "backward_"))
+    # Keras 3 runs both directions unmasked when the call has states (`call.masked`); the merged
+    # output still carries x's mask (Bidirectional.compute_mask).
+    fkinds, bkinds = stacked_kinds(fcells, "forward_"), stacked_kinds(bcells, "backward_")
+    y, fstates = emit_recurrent_layer(ctx, layer, x, f_init, fcells, fopts, fkinds, masked=call.masked)
+    y_rev, bstates = emit_recurrent_layer(ctx, layer, x, b_init, bcells, bopts, bkinds, masked=call.masked)
     b = ctx.b
     mode = cfg.get("merge_mode", "concat")
     if mode is None:

@@ -24,5 +24,7 @@ def rnn(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[Value]:
     if used != len(layer.weights):
         raise ctx.error(layer, f"the cells use {used} weight arrays, the file has {len(layer.weights)}")
     opts = options_from_config(layer.config)
-    output, states = emit_recurrent_layer(ctx, layer, x, call.initial_state, cells, opts, stacked_kinds(cells))
+    output, states = emit_recurrent_layer(
+        ctx, layer, x, call.initial_state, cells, opts, stacked_kinds(cells), masked=call.masked
+    )
     return [output, *states] if opts.return_state else [output]
