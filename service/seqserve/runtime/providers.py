@@ -27,5 +27,15 @@ def resolve_providers(device: str, cuda_tf32: bool = False) -> ProviderList:
             "device 'cuda' was asked for but this onnxruntime has no CUDAExecutionProvider "
             f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use --device cpu"
         )
+    _preload_cuda_libraries()
     # TF32 changes LSTM results by ~1e-3; exactness to Keras is the default.
     return [(CUDA, {"use_tf32": "1" if cuda_tf32 else "0"}), (CPU, {})]
+
+
+def _preload_cuda_libraries() -> None:
+    """Loads the CUDA and cuDNN libraries onnxruntime-gpu was built against, found in the environment
+    (pip's nvidia-* packages included), before the first CUDA session: without it the EP may fail to
+    find cuDNN on images that do not put it on the loader path (seen on a CUDA 13 image)."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is not None:
+        preload()
