@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import onnxruntime as ort
 
 from seqserve.errors import ModelNotReady
+
+log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -37,5 +40,9 @@ def _preload_cuda_libraries() -> None:
     (pip's nvidia-* packages included), before the first CUDA session: without it the EP may fail to
     find cuDNN on images that do not put it on the loader path (seen on a CUDA 13 image)."""
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
-    if preload is not None:
+    if preload is None:
+        return
+    try:
         preload()
+    except Exception as e:  # the CUDA session itself will then say what is missing
+        log.warning("onnxruntime.preload_dlls() failed: %s", e)
