@@ -98,7 +98,7 @@ def tensors_from_proto(
                     f"{kind} '{tensor.name}' has typed contents although the request uses {raw_field}; "
                     "use one or the other"
                 )
-            data = tensors.from_raw(tensor.name, tensor.datatype, shape, raw[index])
+            data = tensors.from_raw(tensor.name, tensor.datatype, shape, raw[index], what=kind)
         else:
             data = tensors.from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
         decoded.append(Tensor(tensor.name, tensor.datatype, data, parameters_from_proto(tensor.parameters)))

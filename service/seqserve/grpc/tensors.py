@@ -1,16 +1,16 @@
-"""Tensor data on the gRPC wire <-> NumPy: the raw byte layout and the typed `InferTensorContents` fields.
+"""Tensor data on the gRPC wire <-> NumPy: raw contents (`seqserve.raw_tensors`, the layout REST's
+binary extension shares) and the typed `InferTensorContents` fields.
 
-Kept apart from the message mapping in `converters` because this is where every byte count and
-element count is checked: a wrong count is the client's mistake and must come back as an
-InvalidInput naming the tensor, never as a NumPy reshape error.
+Kept apart from the message mapping in `converters` because this is where every element count is
+checked: a wrong count is the client's mistake and must come back as an InvalidInput naming the
+tensor, never as a NumPy reshape error.
 """
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
+from seqserve import raw_tensors
 from seqserve.datatypes import to_numpy_dtype
 from seqserve.errors import InvalidInput
 from seqserve.grpc.generated import grpc_service_pb2 as pb
@@ -32,46 +32,14 @@ CONTENTS_FIELD: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 
-_LENGTH_PREFIX = struct.Struct("<I")
-
 
 def element_count(shape: list[int]) -> int:
     return int(np.prod(shape, dtype=np.int64)) if shape else 1
 
 
-def from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
-    """Decodes one entry of raw_input_contents: row-major little-endian, BYTES length-prefixed."""
-    dtype = _numpy_dtype(name, datatype)
-    count = element_count(shape)
-    if datatype == "BYTES":
-        return _bytes_from_raw(name, shape, count, raw)
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input '{name}' has {len(raw)} bytes of raw contents, expected {expected} "
-            f"({count} {datatype} elements of {dtype.itemsize} bytes for shape {shape})"
-        )
-    # Zero-copy view on the message's bytes; the wire is little-endian whatever the host is.
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
-
-
-def _bytes_from_raw(name: str, shape: list[int], count: int, raw: bytes) -> np.ndarray:
-    elements: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + _LENGTH_PREFIX.size > len(raw):
-            raise InvalidInput(f"input '{name}': raw BYTES contents end inside an element's 4-byte length")
-        (length,) = _LENGTH_PREFIX.unpack_from(raw, offset)
-        offset += _LENGTH_PREFIX.size
-        if offset + length > len(raw):
-            raise InvalidInput(f"input '{name}': raw BYTES element {len(elements)} runs past the end of the data")
-        elements.append(raw[offset : offset + length])
-        offset += length
-    if len(elements) != count:
-        raise InvalidInput(f"input '{name}' has {len(elements)} BYTES elements, expected {count} for shape {shape}")
-    array = np.empty(count, dtype=np.object_)
-    array[:] = elements
-    return array.reshape(shape)
+def from_raw(name: str, datatype: str, shape: list[int], raw: bytes, what: str = "input") -> np.ndarray:
+    """Decodes one entry of raw_input_contents (or raw_state_contents)."""
+    return raw_tensors.decode(name, datatype, shape, raw, medium="raw contents", what=what)
 
 
 def from_contents(name: str, datatype: str, shape: list[int], contents: pb.InferTensorContents) -> np.ndarray:
@@ -112,11 +80,4 @@ def _numpy_dtype(name: str, datatype: str) -> np.dtype:
 
 def to_raw(datatype: str, data: np.ndarray) -> bytes:
     """Encodes an output for raw_output_contents, the layout from_raw reads."""
-    if datatype == "BYTES":
-        parts: list[bytes] = []
-        for element in data.reshape(-1):
-            encoded = element.encode() if isinstance(element, str) else bytes(element)
-            parts += (_LENGTH_PREFIX.pack(len(encoded)), encoded)
-        return b"".join(parts)
-    dtype = to_numpy_dtype(datatype).newbyteorder("<")
-    return np.ascontiguousarray(data, dtype=dtype).tobytes()
+    return raw_tensors.encode(datatype, data)

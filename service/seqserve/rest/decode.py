@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from seqserve import raw_tensors
 from seqserve.datatypes import to_numpy_dtype
 from seqserve.errors import InvalidInput
 from seqserve.inference import InferRequest, RequestedOutput, Tensor
@@ -18,7 +19,6 @@ from seqserve.rest.binary_extension import (
     BINARY_DATA_OUTPUT,
     BINARY_DATA_SIZE,
     HEADER_LENGTH,
-    LENGTH_PREFIX,
 )
 from seqserve.rest.wire import InferRequestHeader, RequestInput, parse_header
 
@@ -120,52 +120,7 @@ def _numpy_dtype(item: RequestInput) -> np.dtype:
 
 
 def _from_binary(item: RequestInput, raw: memoryview) -> np.ndarray:
-    count = math.prod(item.shape)
-    if item.datatype == "BYTES":
-        return _bytes_elements(item, raw, count)
-    dtype = _numpy_dtype(item).newbyteorder("<")
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input '{item.name}' has {len(raw)} bytes of binary data, expected {expected} "
-            f"(shape {item.shape} x {dtype.itemsize} bytes per {item.datatype})"
-        )
-    array = np.frombuffer(raw, dtype=dtype, count=count)
-    if not array.dtype.isnative or not array.flags.aligned:
-        # ONNX Runtime wants aligned native-order buffers; the JSON head can leave the tail at any offset.
-        array = array.astype(dtype.newbyteorder("="))
-    return array.reshape(item.shape)
-
-
-def _bytes_elements(item: RequestInput, raw: memoryview, count: int) -> np.ndarray:
-    if count * LENGTH_PREFIX.size > len(raw):
-        # Checked before allocating: a shape of [10**9] must not cost gigabytes of element slots.
-        raise InvalidInput(
-            f"input '{item.name}' (BYTES) has {len(raw)} bytes of binary data, too few for {count} elements "
-            f"(shape {item.shape}) of at least {LENGTH_PREFIX.size} bytes each"
-        )
-    elements = np.empty(count, dtype=object)
-    offset = 0
-    for i in range(count):
-        if offset + 4 > len(raw):
-            raise InvalidInput(
-                f"input '{item.name}' (BYTES) ends after {i} of {count} elements; each element is a "
-                "4-byte little-endian length followed by that many bytes"
-            )
-        (length,) = LENGTH_PREFIX.unpack_from(raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidInput(
-                f"input '{item.name}' (BYTES) element {i} declares {length} bytes, but only {len(raw) - offset} remain"
-            )
-        elements[i] = bytes(raw[offset : offset + length])
-        offset += length
-    if offset != len(raw):
-        raise InvalidInput(
-            f"input '{item.name}' (BYTES) has {len(raw) - offset} bytes left over after its {count} elements "
-            f"(shape {item.shape})"
-        )
-    return elements.reshape(item.shape)
+    return raw_tensors.decode(item.name, item.datatype, item.shape, raw, medium="binary data")
 
 
 def _from_json(item: RequestInput) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pydantic_core
 
+from seqserve import raw_tensors
 from seqserve.errors import InvalidInput
 from seqserve.inference import InferRequest, InferResponse, Tensor
 from seqserve.rest.binary_extension import (
@@ -16,7 +16,6 @@ from seqserve.rest.binary_extension import (
     BINARY_TYPE,
     HEADER_LENGTH,
     JSON_TYPE,
-    LENGTH_PREFIX,
 )
 
 
@@ -29,7 +28,7 @@ def encode_response(request: InferRequest, response: InferResponse) -> tuple[byt
     for tensor in response.outputs:
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         if as_binary.get(tensor.name, binary_default):
-            blob = _to_binary(tensor)
+            blob = raw_tensors.encode(tensor.datatype, tensor.data)
             entry["parameters"] = {BINARY_DATA_SIZE: len(blob)}
             blobs.append(blob)
         else:
@@ -46,18 +45,6 @@ def encode_response(request: InferRequest, response: InferResponse) -> tuple[byt
     if not blobs:
         return head, {"content-type": JSON_TYPE}
     return b"".join([head, *blobs]), {"content-type": BINARY_TYPE, HEADER_LENGTH: str(len(head))}
-
-
-def _to_binary(tensor: Tensor) -> bytes:
-    data = tensor.data
-    if tensor.datatype == "BYTES":
-        parts = []
-        for value in data.ravel():
-            raw = value.encode() if isinstance(value, str) else bytes(value)
-            parts.append(LENGTH_PREFIX.pack(len(raw)))
-            parts.append(raw)
-        return b"".join(parts)
-    return np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).tobytes()
 
 
 def _to_json_data(tensor: Tensor) -> list[Any]:
