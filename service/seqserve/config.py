@@ -35,9 +35,10 @@ class Settings(BaseSettings):
     allow_spinning: bool = Field(False, description="Let ORT worker threads spin while waiting for work.")
     inline_max_elements: int = Field(
         16384,
-        description="Requests whose tensors (inputs and states) hold at most this many elements run on the "
-        "event loop itself; larger ones on a compute thread. Handing a tiny step to a thread costs more than "
-        "running it. 0 sends every request to a thread.",
+        description="With batching off (for the model): requests whose tensors (inputs and states) hold at "
+        "most this many elements run on the event loop itself, larger ones on a compute thread; handing a "
+        "tiny step to a thread costs more than running it. 0 sends every request to a thread. Batched runs "
+        "always go to the model's compute thread.",
     )
     max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body (HTTP 413 above).")
     store_poll_seconds: float = Field(
