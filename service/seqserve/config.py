@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         description="With batching off (for the model): requests whose tensors (inputs and states) hold at "
         "most this many elements run on the event loop itself, larger ones on a compute thread; handing a "
         "tiny step to a thread costs more than running it. 0 sends every request to a thread. Batched runs "
-        "always go to the model's compute thread.",
+        "follow `batch_compute` instead.",
     )
     max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body (HTTP 413 above).")
     store_poll_seconds: float = Field(
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         0.0,
         description="Seconds a batch waits for more requests after its first arrived. 0 batches what is "
         "already waiting (requests pile up while the previous batch runs), adding no latency when idle.",
+    )
+    batch_compute: Literal["auto", "loop", "thread"] = Field(
+        "auto",
+        description="Where batched runs happen: `loop` (on the event loop: no thread hand-off, best with few "
+        "cores), `thread` (a compute thread per model version, overlapping ORT with the network), or `auto`: "
+        "thread for a model on CUDA, loop on CPU.",
     )
 
     sessions: str = Field(

@@ -14,6 +14,7 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -239,9 +240,11 @@ class DataPlane:
             compute_seconds.observe(seconds)
             batch_size.observe(samples)
 
-        # One compute thread per model version: ORT runs one batch while the event loop gathers the next.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqserve-batch-{mv.name}")
-        self._batch_executors.append(executor)
+        executor = None
+        if options.compute == "thread" or (options.compute == "auto" and model.on_cuda):
+            # One compute thread per model version: ORT runs one batch while the event loop gathers the next.
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqserve-batch-{mv.name}")
+            self._batch_executors.append(executor)
         return Batcher(
             model.run,
             executor,
@@ -262,6 +265,7 @@ class DataPlane:
             enabled=server.enabled if config.batching is None else config.batching,
             max_batch_size=config.max_batch_size or server.max_batch_size,
             max_queue_delay=server.max_queue_delay if config.max_queue_delay is None else config.max_queue_delay,
+            compute=server.compute,
         )
 
     @staticmethod
@@ -391,11 +395,17 @@ class _BatcherEntry:
     batcher: Batcher | None
 
 
+BatchCompute = Literal["auto", "loop", "thread"]
+
+
 @dataclass(frozen=True)
 class BatchingOptions:
     enabled: bool = True
     max_batch_size: int = 64
     max_queue_delay: float = 0.0
+    # Where batched runs happen: on the event loop, on a compute thread per model version, or auto:
+    # a thread for a model on CUDA (the run waits on the device with the GIL released), the loop on CPU.
+    compute: BatchCompute = "auto"
 
 
 def _require_stateful(mv: ModelVersion) -> tuple[Signature, OrtModel]:

@@ -57,7 +57,9 @@ def build_dataplane(settings: Settings) -> DataPlane:
     store = ModelStore(settings.store, model_loader(settings), drain_seconds=settings.max_sequence_idle)
     store.scan()
     sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
-    batching = BatchingOptions(settings.batching, settings.max_batch_size, settings.max_queue_delay)
+    batching = BatchingOptions(
+        settings.batching, settings.max_batch_size, settings.max_queue_delay, settings.batch_compute
+    )
     return DataPlane(store, sessions, inline_max_elements=settings.inline_max_elements, batching=batching)
 
 

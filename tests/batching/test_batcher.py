@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,9 +27,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture()
-async def plane(store: Path) -> AsyncIterator[DataPlane]:
-    p = build_dataplane(Settings(store=store, device="cpu", max_batch_size=16, max_queue_delay=0.005))
+@pytest.fixture(params=["loop", "thread"])
+async def plane(store: Path, request: pytest.FixtureRequest) -> AsyncIterator[DataPlane]:
+    """Every data-plane test runs with batches on the event loop and on a compute thread."""
+    p = build_dataplane(
+        Settings(store=store, device="cpu", max_batch_size=16, max_queue_delay=0.005, batch_compute=request.param)
+    )
     yield p
     await p.close()
 
@@ -91,27 +94,35 @@ async def test_integer_inputs_batch_too(plane: DataPlane, store: Path) -> None:
         np.testing.assert_array_equal(response.outputs[0].data, expected)
 
 
-async def test_a_failed_run_fails_every_request_in_its_batch() -> None:
+@pytest.fixture(params=["loop", "thread"])
+def executor(request: pytest.FixtureRequest) -> Iterator[ThreadPoolExecutor | None]:
+    """None runs batches on the event loop."""
+    if request.param == "loop":
+        yield None
+    else:
+        with ThreadPoolExecutor(1) as pool:
+            yield pool
+
+
+async def test_a_failed_run_fails_every_request_in_its_batch(executor: ThreadPoolExecutor | None) -> None:
     def broken(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise RuntimeError("the model exploded")
 
-    with ThreadPoolExecutor(1) as executor:
-        batcher = Batcher(broken, executor, max_batch_size=8, max_queue_delay=0.01)
-        runs = [batcher.run({"x": np.zeros((1, 2), np.float32)}) for _ in range(3)]
-        results = await asyncio.gather(*runs, return_exceptions=True)
-        await batcher.close()
+    batcher = Batcher(broken, executor, max_batch_size=8, max_queue_delay=0.01)
+    runs = [batcher.run({"x": np.zeros((1, 2), np.float32)}) for _ in range(3)]
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    await batcher.close()
     assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
 
 
-async def test_a_request_larger_than_the_batch_limit_runs_alone() -> None:
+async def test_a_request_larger_than_the_batch_limit_runs_alone(executor: ThreadPoolExecutor | None) -> None:
     def echo(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"y": feeds["x"] * 2}
 
-    with ThreadPoolExecutor(1) as executor:
-        batcher = Batcher(echo, executor, max_batch_size=4, max_queue_delay=0.01)
-        sizes = [3, 6, 1, 2]
-        results = await asyncio.gather(*(batcher.run({"x": np.full((n, 1), n, np.float32)}) for n in sizes))
-        await batcher.close()
+    batcher = Batcher(echo, executor, max_batch_size=4, max_queue_delay=0.01)
+    sizes = [3, 6, 1, 2]
+    results = await asyncio.gather(*(batcher.run({"x": np.full((n, 1), n, np.float32)}) for n in sizes))
+    await batcher.close()
     for n, result in zip(sizes, results, strict=True):
         np.testing.assert_array_equal(result["y"], np.full((n, 1), 2 * n))
     assert max(batcher.stats.sizes) == 6 and batcher.stats.requests == 4
@@ -133,4 +144,3 @@ async def test_a_models_config_sets_its_batching(store: Path) -> None:
         (store / "embed" / "config.yaml").unlink()
         (store / "lstm" / "config.yaml").unlink()
         await plane.close()
-

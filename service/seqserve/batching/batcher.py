@@ -3,8 +3,13 @@
 Each run is queued with its own future. One task per model takes what is waiting (up to
 `max_batch_size` samples, waiting at most `max_queue_delay` for more once the first arrived),
 groups the runs whose tensors agree on every dimension but the batch, concatenates inputs and
-recurrent states along the batch axis, runs ONNX Runtime once per group on a compute thread, and
-slices outputs and new states back onto the futures. A failed run fails every future in it.
+recurrent states along the batch axis, runs ONNX Runtime once per group, and slices outputs and new
+states back onto the futures. A failed run fails every future in it.
+
+Where the run happens is the caller's choice: on a compute thread (an executor), so the event loop
+keeps serving the network while ORT works, or on the event loop itself (no executor). On a machine
+with few cores the second is faster: handing each batch to a thread and back costs a thread switch
+and GIL hand-offs both ways, while the overlap it buys needs a free core (bench/README.md).
 
 Steps of one session never meet in a batch: the session manager holds a session while its step
 runs, so at most one of its steps is ever queued. Stateless requests and steps of different
@@ -70,7 +75,7 @@ class Batcher:
     def __init__(
         self,
         run: RunFn,
-        executor: Executor,
+        executor: Executor | None,
         max_batch_size: int = 64,
         max_queue_delay: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
@@ -144,9 +149,12 @@ class Batcher:
             return
         started = time.perf_counter()
         try:
-            # Stacking, the run and the slicing all happen on the compute thread: the event loop only
-            # hands over the batch and completes the futures.
-            parts = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, live)
+            if self._executor is None:
+                parts = self._run_batch(live)
+            else:
+                # Stacking, the run and the slicing all happen on the compute thread: the event loop
+                # only hands over the batch and completes the futures.
+                parts = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, live)
         except Exception as e:
             for pending in live:
                 if not pending.future.done():
