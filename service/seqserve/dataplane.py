@@ -194,14 +194,16 @@ class DataPlane:
             else:
                 # A numbered last step leaves an ended record holding its answer (no states), so
                 # a retry of it is answered again rather than told the sequence has ended.
-                outputs = {spec.name: results[spec.name] for spec in signature.outputs}
+                outputs = None
+                if control.step is not None:
+                    outputs = {spec.name: results[spec.name] for spec in signature.outputs}
                 state = SessionState(
                     model=name,
                     version=mv.version,
                     batch_size=batch_size,
                     states={} if control.end else {spec.name: results[spec.output] for spec in signature.states},
                     step=step,
-                    last_outputs=outputs if control.step is not None else None,
+                    last_outputs=outputs,
                     ended=control.end,
                 )
                 await self.sessions.store.save(

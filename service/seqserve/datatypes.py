@@ -22,6 +22,7 @@ _V2_TO_NUMPY: dict[str, np.dtype] = {
     "BYTES": np.dtype(np.object_),
 }
 _NUMPY_TO_V2: dict[np.dtype, str] = {v: k for k, v in _V2_TO_NUMPY.items()}
+V2_DATATYPES: tuple[str, ...] = tuple(_V2_TO_NUMPY)
 
 
 def to_numpy_dtype(datatype: str) -> np.dtype:
@@ -29,7 +30,11 @@ def to_numpy_dtype(datatype: str) -> np.dtype:
     try:
         return _V2_TO_NUMPY[datatype]
     except KeyError:
-        raise InvalidInput(f"unknown datatype {datatype!r}; expected one of {', '.join(_V2_TO_NUMPY)}") from None
+        raise unknown_datatype(datatype) from None
+
+
+def unknown_datatype(datatype: str) -> InvalidInput:
+    return InvalidInput(f"unknown datatype {datatype!r}; expected one of {', '.join(_V2_TO_NUMPY)}")
 
 
 def to_v2_datatype(dtype: np.dtype) -> str:

@@ -12,24 +12,27 @@ import struct
 
 import numpy as np
 
-from seqserve.datatypes import to_numpy_dtype
+from seqserve.datatypes import V2_DATATYPES, to_numpy_dtype, unknown_datatype
 from seqserve.errors import InvalidInput
 
 LENGTH_PREFIX = struct.Struct("<I")
+
+# The little-endian dtype of each fixed-size datatype, looked up on every tensor.
+_WIRE_DTYPES: dict[str, np.dtype] = {
+    name: to_numpy_dtype(name).newbyteorder("<") for name in V2_DATATYPES if name != "BYTES"
+}
 
 
 def decode(
     name: str, datatype: str, shape: list[int], raw: bytes | memoryview, medium: str, what: str = "input"
 ) -> np.ndarray:
     """One tensor from its raw bytes. `medium` and `what` word the errors ("binary data", "state")."""
-    try:
-        dtype = to_numpy_dtype(datatype)
-    except InvalidInput as e:
-        raise InvalidInput(f"{what} '{name}': {e.message}") from None
+    wire = _WIRE_DTYPES.get(datatype)
     count = math.prod(shape)
-    if datatype == "BYTES":
-        return _decode_bytes(name, shape, count, raw, medium, what)
-    wire = dtype.newbyteorder("<")
+    if wire is None:
+        if datatype == "BYTES":
+            return _decode_bytes(name, shape, count, raw, medium, what)
+        raise InvalidInput(f"{what} '{name}': {unknown_datatype(datatype).message}")
     expected = count * wire.itemsize
     if len(raw) != expected:
         raise InvalidInput(
@@ -39,7 +42,7 @@ def decode(
     array = np.frombuffer(raw, dtype=wire, count=count)
     if not array.dtype.isnative or not array.flags.aligned:
         # ONNX Runtime wants aligned native-order buffers; a REST body's JSON head leaves the tensors at any offset.
-        array = array.astype(dtype)
+        array = array.astype(wire.newbyteorder("="))
     return array.reshape(shape)
 
 
@@ -88,4 +91,7 @@ def encode(datatype: str, data: np.ndarray) -> bytes:
             encoded = element.encode() if isinstance(element, str) else bytes(element)
             parts += (LENGTH_PREFIX.pack(len(encoded)), encoded)
         return b"".join(parts)
-    return np.ascontiguousarray(data, dtype=to_numpy_dtype(datatype).newbyteorder("<")).tobytes()
+    wire = _WIRE_DTYPES.get(datatype)
+    if wire is None:
+        raise unknown_datatype(datatype)
+    return (data if data.dtype == wire else data.astype(wire)).tobytes()  # tobytes writes row-major

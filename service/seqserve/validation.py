@@ -17,7 +17,9 @@ def split_state_inputs(
     signature: Signature, inputs: list[Tensor], allowed: bool
 ) -> tuple[list[Tensor], dict[str, Tensor]]:
     """Separates tensors named like a state (`lstm.h`) from model inputs: they seed a sequence's start."""
-    state_names = {s.name for s in signature.states}
+    state_names = signature.state_names
+    if not any(tensor.name in state_names for tensor in inputs):
+        return inputs, {}
     model_inputs, initial = [], {}
     for tensor in inputs:
         if tensor.name in state_names:
@@ -55,7 +57,7 @@ def _check_state(spec: StateSpec, tensor: Tensor, expected: list[int]) -> None:
 
 def validate_inputs(signature: Signature, model_name: str, inputs: list[Tensor]) -> tuple[dict[str, np.ndarray], int]:
     """Checks names, datatypes, shapes and values against the signature; returns ORT feeds and the batch size."""
-    expected = {t.name: t for t in signature.inputs}
+    expected = signature.inputs_by_name
     given: dict[str, Tensor] = {}
     for tensor in inputs:
         if tensor.name not in expected:
@@ -69,23 +71,24 @@ def validate_inputs(signature: Signature, model_name: str, inputs: list[Tensor])
     if missing:
         raise InvalidInput(f"model '{model_name}' expects input(s) {', '.join(map(repr, missing))}, not given")
 
-    batch_sizes = set()
+    feeds = {}
     for name, spec in expected.items():
         tensor = given[name]
         _check_tensor(spec, tensor)
-        batch_sizes.add(tensor.data.shape[0])
+        feeds[name] = tensor.data
+    batch_sizes = {data.shape[0] for data in feeds.values()}
     if len(batch_sizes) > 1:
         raise InvalidInput(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
-    return {name: given[name].data for name in expected}, batch_sizes.pop()
+    return feeds, batch_sizes.pop()
 
 
 def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
     if tensor.datatype != spec.datatype:
         raise InvalidInput(f"input '{spec.name}' has datatype {tensor.datatype}, expected {spec.datatype}")
     shape = tensor.data.shape
-    if len(shape) != len(spec.shape) or any(e >= 0 and e != g for e, g in zip(spec.shape, shape, strict=True)):
+    if len(shape) != len(spec.shape) or any(shape[axis] != size for axis, size in spec.fixed_dims):
         raise InvalidInput(f"input '{spec.name}' has shape {list(shape)}, expected {_shape_text(spec.shape)}")
-    if shape[0] == 0 or any(d == 0 for d in shape):
+    if 0 in shape:
         raise InvalidInput(f"input '{spec.name}' has an empty dimension: shape {list(shape)}")
     # A NaN fed into a recurrent state poisons every later step of a session: refuse it at the door.
     if tensor.data.dtype.kind == "f" and not np.isfinite(tensor.data).all():
@@ -96,7 +99,7 @@ def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
 def select_outputs(signature: Signature, model_name: str, request: InferRequest) -> list[TensorSpec]:
     if request.outputs is None:
         return list(signature.outputs)
-    known = {t.name: t for t in signature.outputs}
+    known = signature.outputs_by_name
     wanted = []
     for out in request.outputs:
         if out.name not in known:

@@ -43,16 +43,16 @@ def batchable(signature: Signature) -> bool:
     return all(len(shape) > 0 and shape[0] < 0 for shape in shapes)
 
 
-@dataclass
 class _Pending:
-    feeds: Feeds
-    size: int
-    future: asyncio.Future[Feeds]
-    queued: float = field(default_factory=time.perf_counter)
+    """A queued run. Runs of equal `shape_key` (every tensor's name, dtype and non-batch dimensions)
+    can be concatenated along the batch axis."""
 
-    @property
-    def shape_key(self) -> tuple[tuple[str, tuple[int, ...], str], ...]:
-        return tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in self.feeds.items()))
+    __slots__ = ("feeds", "size", "future", "shape_key")
+
+    def __init__(self, feeds: Feeds, future: asyncio.Future[Feeds]) -> None:
+        self.feeds, self.future = feeds, future
+        self.size = int(next(iter(feeds.values())).shape[0])
+        self.shape_key = tuple((name, value.shape[1:], value.dtype) for name, value in feeds.items())
 
 
 @dataclass
@@ -99,9 +99,8 @@ class Batcher:
             self._loop, self._queue, self._held = loop, asyncio.Queue(), None
             self._task = loop.create_task(self._serve(), name="seqserve-batcher")
         assert self._queue is not None
-        size = int(next(iter(feeds.values())).shape[0])
         future: asyncio.Future[Feeds] = loop.create_future()
-        await self._queue.put(_Pending(feeds, size, future))
+        self._queue.put_nowait(_Pending(feeds, future))  # the queue is unbounded: put never waits
         return await future
 
     async def close(self) -> None:

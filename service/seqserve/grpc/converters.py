@@ -63,14 +63,14 @@ def parameters_to_proto(values: Mapping[str, Any], target: MutableMapping[str, p
 
 def infer_request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
     """Decodes a ModelInferRequest, its tensors given either as raw_input_contents or as typed contents."""
-    outputs = [RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in request.outputs]
+    # No outputs named means every output, as in the V2 protocol.
+    outputs = [RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in request.outputs] or None
     return InferRequest(
         model_name=request.model_name,
         model_version=request.model_version or None,
         id=request.id or None,
         inputs=tensors_from_proto(request.inputs, request.raw_input_contents),
-        # No outputs named means every output, as in the V2 protocol.
-        outputs=outputs or None,
+        outputs=outputs,
         parameters=parameters_from_proto(request.parameters),
     )
 
@@ -90,7 +90,7 @@ def tensors_from_proto(
     decoded = []
     for index, tensor in enumerate(given):
         shape = list(tensor.shape)
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise InvalidInput(f"{kind} '{tensor.name}' has a negative dimension in its shape {shape}")
         if raw:
             if tensor.HasField("contents"):
@@ -101,7 +101,8 @@ def tensors_from_proto(
             data = tensors.from_raw(tensor.name, tensor.datatype, shape, raw[index], what=kind)
         else:
             data = tensors.from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
-        decoded.append(Tensor(tensor.name, tensor.datatype, data, parameters_from_proto(tensor.parameters)))
+        parameters = parameters_from_proto(tensor.parameters) if tensor.parameters else {}
+        decoded.append(Tensor(tensor.name, tensor.datatype, data, parameters))
     return decoded
 
 
@@ -120,10 +121,12 @@ def infer_response_to_proto(
         response.model_version,
         response.id or "",
     )
-    parameters_to_proto(response.parameters, message.parameters)
+    if response.parameters:
+        parameters_to_proto(response.parameters, message.parameters)
     for tensor in response.outputs:
-        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        parameters_to_proto(tensor.parameters, output.parameters)
+        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        if tensor.parameters:
+            parameters_to_proto(tensor.parameters, output.parameters)
         message.raw_output_contents.append(tensors.to_raw(tensor.datatype, tensor.data))
     return message
 

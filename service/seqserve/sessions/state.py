@@ -34,10 +34,15 @@ class SessionState:
     # Ended by a numbered last step: kept (without states) only to answer a retry of that step.
     ended: bool = False
 
+    def __post_init__(self) -> None:
+        # Counted once: states are never changed in place (a new step makes a new record), and the
+        # store's byte accounting must see the same size when a record is added and when it is dropped.
+        outputs = sum(a.nbytes for a in self.last_outputs.values()) if self.last_outputs else 0
+        self._nbytes = sum(a.nbytes for a in self.states.values()) + outputs
+
     @property
     def nbytes(self) -> int:
-        outputs = sum(a.nbytes for a in self.last_outputs.values()) if self.last_outputs else 0
-        return sum(a.nbytes for a in self.states.values()) + outputs
+        return self._nbytes
 
     def to_bytes(self) -> bytes:
         arrays = [("s", k, v) for k, v in self.states.items()]

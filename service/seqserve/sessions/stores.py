@@ -177,8 +177,8 @@ class MemoryStateStore(StateStore):
             raise LimitExceeded(
                 f"session state of {extra_bytes} bytes exceeds the {pool.max_bytes} bytes allowed for {pool.what}"
             )
-        now = time.time()
         while pool.full(extra_bytes, is_new):
+            now = time.time()
             oldest_key, oldest = next(((k, s) for k, s in pool.sessions.items() if k != key), (None, None))
             if oldest_key is None or oldest is None or now - oldest.last_used < self.eviction_grace:
                 raise LimitExceeded(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ class TensorSpec:
     name: str
     datatype: str
     shape: list[int]
+
+    @cached_property
+    def fixed_dims(self) -> tuple[tuple[int, int], ...]:
+        """(axis, size) of every dimension that is not free: what a request's shape must match."""
+        return tuple((axis, size) for axis, size in enumerate(self.shape) if size >= 0)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,19 @@ class Signature:
     source: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+
+    # Lookups the server makes on every request, computed once per loaded signature.
+    @cached_property
+    def inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.inputs}
+
+    @cached_property
+    def outputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.outputs}
+
+    @cached_property
+    def state_names(self) -> frozenset[str]:
+        return frozenset(s.name for s in self.states)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
