@@ -5,7 +5,9 @@ then measures, with the same load generator (serving/loadgen.py, a separate grpc
   (a) bare ONNX Runtime in process, single-timestep batches with states fed back (the model's floor);
   (b) seqserve with batching off;  (c) seqserve with batching on (delay 0, and 2 ms);
   (d) an echo server: grpc.aio ModelStreamInfer answering without doing anything (the protocol's floor);
-  (e) FastAPI + Keras `predict` with states in a dict, over REST/JSON (what a user writes first).
+  (e) FastAPI + Keras `predict` with states in a dict, over REST/JSON (what a user writes first);
+  (f) TorchServe 0.12 stateful inference (sequence batching) serving the same LSTM stack in PyTorch,
+      over its gRPC StreamPredictions2 (the nearest serving peer; needs bench/setup_torchserve_env.sh).
 Writes bench/results/serving-cpu.{json,md,png}; every server is stopped at the end.
 
     .venv/bin/python bench/serving_load.py [--duration 10] [--sessions 1 16 64] [--configs ...]
@@ -36,7 +38,7 @@ from serving.stats import latency_summary  # noqa: E402
 MODEL_NAME, FEATURES, UNITS = "lstm", 256, 512
 MODEL_TEXT = f"Keras LSTM {FEATURES}->{UNITS} x2 (return_sequences), stateful, one timestep per step"
 
-# Server configurations: SEQSERVE_* settings per name (echo and keras-fastapi are not seqserve).
+# Server configurations: SEQSERVE_* settings per name (echo, keras-fastapi and torchserve are not seqserve).
 SEQSERVE_CONFIGS: dict[str, dict[str, str]] = {
     "off": {"batching": "false"},
     "on": {"batching": "true", "max_queue_delay": "0"},
@@ -44,7 +46,13 @@ SEQSERVE_CONFIGS: dict[str, dict[str, str]] = {
     "on-2t": {"batching": "true", "max_queue_delay": "0", "intra_op_threads": "2"},
     "on-uvloop": {"batching": "true", "max_queue_delay": "0"},
 }
-DEFAULT_CONFIGS = ["echo", "off", "on", "on-2ms", "on-uvloop", "keras-fastapi"]
+# TorchServe configurations: settings of the handler (bench/baselines/torchserve/model-config.yaml) per name.
+# `torchserve` keeps PyTorch's defaults; `torchserve-nomkldnn` turns oneDNN off for nn.LSTM, which is
+# several times faster for one timestep on this CPU (the baseline's README): the tuned peer.
+TORCHSERVE_CONFIGS: dict[str, dict[str, object]] = {"torchserve": {}, "torchserve-nomkldnn": {"mkldnn": False}}
+OTHER_CONFIGS = ["echo", "keras-fastapi", *TORCHSERVE_CONFIGS]
+# The TorchServe configurations run by default only where their environment was built (default_configs).
+DEFAULT_CONFIGS = ["echo", "off", "on", "on-2ms", "on-uvloop", "keras-fastapi", *TORCHSERVE_CONFIGS]
 
 
 def log(message: str) -> None:
@@ -75,16 +83,19 @@ def drive(
         target = ["--protocol", "rest", "--target", server.rest_url]
     else:
         assert server.grpc_target is not None
-        target = ["--protocol", "grpc", "--target", server.grpc_target, "--channels", str(args.channels)]
+        target = ["--protocol", server.grpc_protocol, "--target", server.grpc_target, "--channels", str(args.channels)]
     window = args.duration / args.rounds
-    # Keras answers 64 sessions in ~0.5 s a step: its first round of steps needs longer to settle.
-    warmup = max(args.warmup, 2.0) if server.rest_url else args.warmup
+    warmup = max(args.warmup, server.min_warmup)
     command = [sys.executable, "-m", "serving.loadgen", *target, "--sessions", str(sessions),
                "--duration", str(window), "--warmup", str(warmup), "--model", MODEL_NAME,
                "--features", str(FEATURES), "--first-id", str(first_id), "--server-pid", str(server.pid),
                "--latencies-out", str(latencies)]  # fmt: skip
     if server.metrics_url:
         command += ["--metrics-url", server.metrics_url]
+    if server.cpu_tree:
+        command += ["--server-tree"]
+    if server.main_pid:
+        command += ["--server-main-pid", str(server.main_pid)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     timeout = warmup + window + 120
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
@@ -139,6 +150,8 @@ def _server(config: str, keras_file: Path, store: Path, logs: Path) -> contextli
         return servers.echo(logs, width=UNITS)
     if config == "keras-fastapi":
         return servers.keras_fastapi(keras_file, logs)
+    if config in TORCHSERVE_CONFIGS:
+        return servers.torchserve(keras_file, logs, config, TORCHSERVE_CONFIGS[config])
     return servers.seqserve(store, logs, config, SEQSERVE_CONFIGS[config], uvloop=config.endswith("uvloop"))
 
 
@@ -250,7 +263,18 @@ def targets(
         ratio = on["steps_per_s"] / keras["steps_per_s"]
         add(f"batching on vs FastAPI + Keras, {many} sessions (implied by the echo target)", ratio >= 25,
             f"{ratio:.0f}x", ">= 25x")  # fmt: skip
+    for config, detail in (("torchserve", ""), ("torchserve-nomkldnn", ", oneDNN off")):
+        peer = by.get((config, many))
+        if on and peer:
+            ratio = on["steps_per_s"] / peer["steps_per_s"]
+            add(f"batching on vs TorchServe 0.12 stateful (sequence batching{detail}), {many} sessions", ratio >= 2,
+                f"{on['steps_per_s']:,.0f} / {peer['steps_per_s']:,.0f} = {ratio:.2f}x", ">= 2x")  # fmt: skip
     return out
+
+
+def default_configs(torchserve_available: bool) -> list[str]:
+    """DEFAULT_CONFIGS, less the TorchServe ones where their environment has not been built."""
+    return [c for c in DEFAULT_CONFIGS if c not in TORCHSERVE_CONFIGS or torchserve_available]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved passes; each window is duration/rounds")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 16, 64], help="concurrent sessions N")
     parser.add_argument("--keras-sessions", type=int, nargs="+", default=[1, 64], help="N for the Keras baseline")
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
-                        choices=["echo", *SEQSERVE_CONFIGS, "keras-fastapi"])  # fmt: skip
+    parser.add_argument("--configs", nargs="+", default=None, choices=[*SEQSERVE_CONFIGS, *OTHER_CONFIGS],
+                        help=f"default: {' '.join(DEFAULT_CONFIGS)} (torchserve where bench/.envs/torchserve "
+                        "exists)")  # fmt: skip
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels the driver's sessions share")
     parser.add_argument(
         "--inprocess-seconds", type=float, default=4.0, help="per N for the in-process data plane; 0 skips"
@@ -274,7 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    has_torchserve = servers.torchserve_available()
+    if args.configs is None:
+        args.configs = default_configs(has_torchserve)
+        if not has_torchserve:
+            log(f"skipping {', '.join(TORCHSERVE_CONFIGS)}: no environment at {servers.TORCHSERVE_ENV} "
+                "(bash bench/setup_torchserve_env.sh)")  # fmt: skip
+    elif set(args.configs) & set(TORCHSERVE_CONFIGS) and not has_torchserve:
+        parser.error(f"--configs torchserve* need {servers.TORCHSERVE_ENV}: run bash bench/setup_torchserve_env.sh")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="seqserve-bench-") as tmp:
         work = Path(tmp)
@@ -291,10 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_servers(args, keras_file, model_dir.parent.parent, work)
     add_ratios(rows, bare)
     checks = targets(rows, bare, in_process)
+    machine = report.machine()
+    if set(args.configs) & set(TORCHSERVE_CONFIGS):
+        machine["versions"].update(servers.torchserve_versions())
     results = {
         "started": started,
         "model": MODEL_TEXT,
-        "machine": report.machine(),
+        "machine": machine,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "others_cores_mean": sum(r["others_cores"] for r in rows) / max(len(rows), 1),
         "bare_ort": [asdict(b) for b in bare],

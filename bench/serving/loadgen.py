@@ -8,7 +8,10 @@ It is kept cheap on purpose. Over gRPC every request is serialized once, before 
 as bytes through a stream-stream call without serializers; each answer is checked by its first byte
 only (a ModelStreamInferResponse that carries `error_message`, field 1, starts with 0x0a; a good one
 starts with `infer_response`, field 2, 0x12). Per step that leaves a write, a read and two clock
-reads of Python. The REST mode (for the FastAPI baseline) posts pre-encoded JSON with aiohttp.
+reads of Python. The REST mode (for the FastAPI baseline) posts pre-encoded JSON with aiohttp. The
+`torchserve` mode drives TorchServe's own bidirectional gRPC stream (StreamPredictions2) the same way
+as the KServe one: requests encoded once by hand (no TorchServe stubs needed), answers checked by
+their first byte.
 
 A step counts when its answer arrives inside the measured window, which opens after a warm-up;
 the server's CPU time and its /metrics are read at the window's edges, by this process, so that
@@ -31,10 +34,12 @@ import grpc
 import numpy as np
 
 from seqserve.grpc.generated import grpc_service_pb2 as pb
-from serving.stats import cpu_seconds, latency_summary, machine_busy_seconds, main_thread_cpu_seconds
+from serving.stats import cpu_seconds, latency_summary, machine_busy_seconds, main_thread_cpu_seconds, tree_cpu_seconds
 
 STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 _GOOD_ANSWER = 0x12  # tag of ModelStreamInferResponse.infer_response (field 2, length-delimited)
+TORCHSERVE_STREAM_METHOD = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/StreamPredictions2"
+_TORCHSERVE_GOOD_ANSWER = 0x0A  # tag of PredictionResponse.prediction (field 1); errors carry status, 0x1a
 
 
 @dataclass
@@ -99,27 +104,75 @@ def _error_text(answer: bytes) -> str:
     return pb.ModelStreamInferResponse.FromString(answer).error_message or f"unexpected answer {answer[:16]!r}"
 
 
+# -- TorchServe's StreamPredictions2 (its inference.proto, encoded by hand) ---------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(field_number: int, payload: bytes) -> bytes:
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def torchserve_request(model: str, sequence_id: str, inputs: dict[str, bytes]) -> bytes:
+    """A serialized PredictionsRequest: model_name = 1, map<string, bytes> input = 3, sequence_id = 4."""
+    message = _length_delimited(1, model.encode())
+    for key, value in inputs.items():  # a map entry is a message of key = 1, value = 2
+        message += _length_delimited(3, _length_delimited(1, key.encode()) + _length_delimited(2, value))
+    return message + _length_delimited(4, sequence_id.encode())
+
+
+def torchserve_requests(model: str, features: int, sequence_id: int) -> tuple[bytes, bytes, bytes]:
+    """Start, step and end requests of one sequence for bench/baselines/torchserve/lstm_handler.py: input
+    `data` is x [1, 1, features] FP32 raw; inputs `sequence_start` / `sequence_end` mark the ends."""
+    x = np.random.default_rng(sequence_id).standard_normal((1, 1, features), dtype=np.float32).tobytes()
+    name = f"seq-{sequence_id}"
+    return (
+        torchserve_request(model, name, {"data": x, "sequence_start": b"1"}),
+        torchserve_request(model, name, {"data": x}),
+        torchserve_request(model, name, {"data": x, "sequence_end": b"1"}),
+    )
+
+
+def _torchserve_error_text(answer: bytes) -> str:
+    # PredictionResponse.status is a google.rpc.Status; its message is readable in the raw bytes.
+    return f"error answer {answer[:200]!r}"
+
+
+# -- the gRPC session, either API ------------------------------------------------------------------
+
+
 async def _grpc_session(
-    channel: grpc.aio.Channel, requests: tuple[bytes, bytes, bytes], window: Window
+    channel: grpc.aio.Channel, requests: tuple[bytes, bytes, bytes], window: Window, torchserve: bool = False
 ) -> SessionResult:
     start, step, end = requests
+    method, good = (TORCHSERVE_STREAM_METHOD, _TORCHSERVE_GOOD_ANSWER) if torchserve else (STREAM_METHOD, _GOOD_ANSWER)
+    error_text = _torchserve_error_text if torchserve else _error_text
     result = SessionResult()
-    call = channel.stream_stream(STREAM_METHOD, request_serializer=None, response_deserializer=None)()
+    call = channel.stream_stream(method, request_serializer=None, response_deserializer=None)()
     clock, latencies = time.perf_counter, result.latencies
     await call.write(start)
     answer = await call.read()
-    if answer[0] != _GOOD_ANSWER:
-        raise RuntimeError(f"sequence start failed: {_error_text(answer)}")
+    if answer[0] != good:
+        raise RuntimeError(f"sequence start failed: {error_text(answer)}")
     while not window.done:
         began = clock()
         await call.write(step)
         answer = await call.read()
         ended = clock()
-        if answer[0] != _GOOD_ANSWER:
+        if answer[0] != good:
             result.errors += 1
-            result.first_error = result.first_error or _error_text(answer)
+            result.first_error = result.first_error or error_text(answer)
         elif window.open:
             latencies.append(ended - began)
+    # The last answer is read before closing: TorchServe 0.12 completes the call on the client's
+    # half-close, and an answer that comes after that fails its worker.
     await call.write(end)
     await call.read()
     await call.done_writing()
@@ -135,15 +188,17 @@ async def _run_grpc(
     first_id: int,
     window: Window,
     control: Callable[[], Awaitable[None]],
+    torchserve: bool = False,
 ) -> list[SessionResult]:
     # A local subchannel pool per channel: otherwise channels to one target share one connection.
     options = [("grpc.use_local_subchannel_pool", 1)]
     opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    encode = torchserve_requests if torchserve else stream_requests
     try:
         for channel in opened:
             await asyncio.wait_for(channel.channel_ready(), 30)
         tasks = [
-            _grpc_session(opened[i % channels], stream_requests(model, features, first_id + i), window)
+            _grpc_session(opened[i % channels], encode(model, features, first_id + i), window, torchserve)
             for i in range(sessions)
         ]
         results = await asyncio.gather(control(), *tasks)
@@ -214,10 +269,16 @@ class Readings:
     metrics: str | None
 
 
-async def _read(server_pid: int | None, metrics_url: str | None) -> Readings:
-    metrics = await asyncio.to_thread(_scrape, metrics_url)
-    server_cpu = cpu_seconds(server_pid) if server_pid else None
-    server_main = main_thread_cpu_seconds(server_pid) if server_pid else None
+async def _read(args: argparse.Namespace) -> Readings:
+    """The counters at one window edge. The server's CPU is its process's, or with --server-tree its
+    whole process tree's; its "main" part is its main thread's, or the --server-main-pid process's."""
+    metrics = await asyncio.to_thread(_scrape, args.metrics_url)
+    server_cpu = server_main = None
+    if args.server_pid:
+        server_cpu = (tree_cpu_seconds if args.server_tree else cpu_seconds)(args.server_pid)
+        server_main = (
+            cpu_seconds(args.server_main_pid) if args.server_main_pid else main_thread_cpu_seconds(args.server_pid)
+        )
     return Readings(cpu_seconds(), server_cpu, server_main, machine_busy_seconds(), metrics)
 
 
@@ -232,17 +293,18 @@ async def run(args: argparse.Namespace) -> LoadResult:
     async def control() -> None:
         """Warm-up, then the window; its edges read the clock, both processes' CPU and /metrics."""
         await asyncio.sleep(args.warmup)
-        edges.append(await _read(args.server_pid, args.metrics_url))
+        edges.append(await _read(args))
         window.started, window.open = time.perf_counter(), True
         await asyncio.sleep(args.duration)
         window.ended, window.open = time.perf_counter(), False
-        edges.append(await _read(args.server_pid, args.metrics_url))
+        edges.append(await _read(args))
         window.done = True
 
-    if args.protocol == "grpc":
+    if args.protocol in ("grpc", "torchserve"):
         results = await _run_grpc(
-            args.target, args.sessions, args.channels, args.model, args.features, args.first_id, window, control
-        )
+            args.target, args.sessions, args.channels, args.model, args.features, args.first_id, window, control,
+            torchserve=args.protocol == "torchserve",
+        )  # fmt: skip
     else:
         results = await _run_rest(args.target, args.sessions, args.features, window, control)
     before, after = edges
@@ -273,7 +335,9 @@ async def run(args: argparse.Namespace) -> LoadResult:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--protocol", choices=["grpc", "rest"], default="grpc")
+    parser.add_argument("--protocol", choices=["grpc", "rest", "torchserve"], default="grpc",
+                        help="grpc: KServe ModelStreamInfer; rest: the FastAPI baseline's JSON; "
+                        "torchserve: TorchServe's gRPC StreamPredictions2")  # fmt: skip
     parser.add_argument("--target", required=True, help="gRPC host:port, or the REST step URL")
     parser.add_argument("--sessions", type=int, default=64)
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels (TCP connections) the sessions share")
@@ -283,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", type=int, default=256)
     parser.add_argument("--first-id", type=int, default=1, help="sequence id of the first session")
     parser.add_argument("--server-pid", type=int, default=None, help="read this process's CPU at the window edges")
+    parser.add_argument(
+        "--server-tree",
+        action="store_true",
+        help="count the CPU of --server-pid's whole process tree (servers of several processes)",
+    )
+    parser.add_argument(
+        "--server-main-pid",
+        type=int,
+        default=None,
+        help="report this process's CPU as the server's main part (default: its main thread)",
+    )
     parser.add_argument("--metrics-url", default=None, help="scrape this Prometheus endpoint at the window edges")
     parser.add_argument("--latencies-out", default=None, help="also save every step's latency (s) to this .npy")
     return parser

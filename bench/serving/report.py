@@ -28,6 +28,8 @@ LABELS = {
     "on-2t": "seqserve, batching on, 2 ORT threads",
     "on-uvloop": "seqserve, batching on, uvloop",
     "keras-fastapi": "FastAPI + Keras predict (REST/JSON)",
+    "torchserve": "TorchServe 0.12 stateful, torch LSTM (batch 64, 5 ms)",
+    "torchserve-nomkldnn": "TorchServe 0.12 stateful, torch LSTM, oneDNN off",
 }
 COLORS = {
     "echo": "#9e9e9e",
@@ -37,6 +39,8 @@ COLORS = {
     "on-2t": "#1b7837",
     "on-uvloop": "#35978f",
     "keras-fastapi": "#b2182b",
+    "torchserve": "#e08214",
+    "torchserve-nomkldnn": "#fdb863",
 }
 
 
@@ -101,7 +105,8 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         f"ModelStreamInfer (send, wait for the answer, send the next), {s['duration']:g} s measured per row, in "
         f"{s['rounds']} windows interleaved with the other configurations, each after {s['warmup']:g} s of "
         "warm-up; the driver is a separate grpc.aio process. The Keras baseline is driven "
-        "the same way over REST/JSON (aiohttp).",
+        "the same way over REST/JSON (aiohttp), TorchServe over its own gRPC stream (StreamPredictions2, "
+        "one stream and sequence id per session).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}; {versions}.",
         f"Load from other processes during the run: {results['others_cores_mean']:.2f} cores on average "
@@ -123,7 +128,9 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         "",
         "Ratios: to the echo server at the same N; to bare ORT at batch N (1 thread, which is seqserve's "
         "default `intra_op_threads`). CPU per step: milliseconds of CPU per answered step, whole process "
-        "(main thread, i.e. the event loop, in brackets). Cores: CPU seconds per second during the window. "
+        "(main thread, i.e. the event loop, in brackets); for TorchServe the whole process tree (launcher, "
+        "Java frontend, Python worker) with the Python worker in brackets. Cores: CPU seconds per second "
+        "during the window. "
         "Others: cores taken by other processes on the machine meanwhile (noise). Steps/s per window: "
         "the interleaved windows that were pooled into the row.",
         "",

@@ -19,6 +19,44 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (utime + stime) / _CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (children, their children, ...), from the parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (for servers of several processes:
+    TorchServe's launcher, Java frontend and Python workers).
+
+    Each process's own CPU plus what its children that already exited and were waited for took
+    (cutime, cstime), so a helper process that comes and goes between two readings is counted too.
+    """
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # exited between the listing and now; its parent's cutime will hold it
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / _CLOCK_TICKS
+
+
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     """p50/p90/p99/max/mean in milliseconds; NaN-free (zeros) when nothing was measured."""
     if not seconds:

@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers.onnx_models import write_lstm_model
@@ -20,7 +22,7 @@ from helpers.onnx_models import write_lstm_model
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from serving import profile_summary, servers  # noqa: E402
+from serving import loadgen, profile_summary, servers  # noqa: E402
 
 
 def _drive(target: str, features: int, **extra: str) -> dict[str, object]:
@@ -74,3 +76,129 @@ def test_profile_samples_are_charged_to_the_innermost_known_part() -> None:
                                        "concatenate (numpy/_core/multiarray.py:1)"]).startswith("batcher")  # fmt: skip
     assert profile_summary.categorize([loop]).startswith("event loop")
     assert profile_summary.categorize([loop, "EpollSelector.select (selectors.py:468)"]) == profile_summary.IDLE
+
+
+# -- configuration `torchserve`: the parts that run without TorchServe's environment ----------------
+
+
+def _predictions_request_class() -> type:
+    """TorchServe's PredictionsRequest (its inference.proto), built at run time: no TorchServe stubs."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="ts_inference_test.proto", package="tstest", syntax="proto3")
+    request = proto.message_type.add(name="PredictionsRequest")
+    request.field.add(name="model_name", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    request.field.add(name="model_version", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    entry = request.nested_type.add(name="InputEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=field.TYPE_BYTES, label=field.LABEL_OPTIONAL)
+    request.field.add(name="input", number=3, type=field.TYPE_MESSAGE, label=field.LABEL_REPEATED,
+                      type_name=".tstest.PredictionsRequest.InputEntry")  # fmt: skip
+    request.field.add(name="sequence_id", number=4, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tstest.PredictionsRequest"))
+
+
+def test_torchserve_requests_encode_predictions_requests() -> None:
+    start, step, end = loadgen.torchserve_requests("lstm", 256, sequence_id=7)
+    parse = _predictions_request_class().FromString
+    first, middle, last = parse(start), parse(step), parse(end)
+    assert first.model_name == "lstm" and first.sequence_id == "seq-7" and middle.sequence_id == "seq-7"
+    assert set(first.input) == {"data", "sequence_start"} and set(middle.input) == {"data"}
+    assert set(last.input) == {"data", "sequence_end"}
+    x = np.frombuffer(middle.input["data"], np.float32)
+    assert np.array_equal(x, np.random.default_rng(7).standard_normal((1, 1, 256), np.float32).ravel())
+    long_name = loadgen.torchserve_request("m" * 300, "s", {"k": b"v" * 70_000})  # multi-byte varints
+    assert parse(long_name).model_name == "m" * 300 and len(parse(long_name).input["k"]) == 70_000
+
+
+class _Context:
+    """What TorchServe 0.12 hands a handler, as far as lstm_handler.py reads it."""
+
+    def __init__(self, model_dir: Path, config: dict[str, object]) -> None:
+        self.system_properties = {"model_dir": str(model_dir)}
+        self.manifest = {"model": {"serializedFile": "lstm.pt"}}
+        self.model_yaml_config = config
+        self.sequence_ids: list[str] = []
+        self.statuses: dict[int, int] = {}
+
+    def get_sequence_id(self, idx: int) -> str:
+        return self.sequence_ids[idx]
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = code
+
+
+def test_torchserve_handler_keeps_lstm_states_per_sequence(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCH / "baselines" / "torchserve"))
+    from lstm_handler import StatefulLSTMHandler
+    from lstm_model import StackedLSTM
+
+    torch.manual_seed(0)
+    model = StackedLSTM(features=3, units=4, layers=2).eval()
+    torch.save(model.state_dict(), tmp_path / "lstm.pt")
+    context = _Context(tmp_path, {"handler": {"intra_op_threads": 1, "max_sequences": 2, "state_idle_seconds": 60}})
+    handler = StatefulLSTMHandler()
+    handler.initialize(context)
+    xs = np.random.default_rng(0).standard_normal((3, 2, 3), dtype=np.float32)  # steps x sequences x features
+
+    def step(rows: list[tuple[str, np.ndarray, dict[str, bytes]]]) -> list[np.ndarray]:
+        context.sequence_ids = [sequence for sequence, _, _ in rows]
+        answers = handler.handle([{"data": x.tobytes(), **flags} for _, x, flags in rows], context)
+        return [np.frombuffer(answer, np.float32) for answer in answers]
+
+    with torch.inference_mode():  # what the two sequences should answer: the model run on each alone
+        zeros = torch.zeros(2, 2, 4)
+        expected, _, _ = model(torch.from_numpy(xs.transpose(1, 0, 2).copy()), zeros, zeros)
+    got = [step([("a", xs[t, 0], {}), ("b", xs[t, 1], {})]) for t in range(2)]  # both in one batch
+    got.append([step([("a", xs[2, 0], {})])[0], step([("b", xs[2, 1], {})])[0]])  # then one by one
+    for t in range(3):
+        for s in range(2):
+            np.testing.assert_allclose(got[t][s], expected[s, t].numpy(), rtol=1e-5, atol=1e-6)
+
+    restarted = step([("a", xs[0, 0], {"sequence_start": b"1"})])[0]  # from zeros again
+    np.testing.assert_allclose(restarted, expected[0, 0].numpy(), rtol=1e-5, atol=1e-6)
+    step([("b", xs[0, 1], {"sequence_end": b"1"})])
+    assert set(handler.states) == {"a"}
+    step([("c", xs[0, 0], {}), ("d", xs[0, 1], {})])  # max_sequences 2: the least recently used goes
+    assert set(handler.states) == {"c", "d"}
+
+    context.sequence_ids = ["e", "f"]
+    answers = handler.handle([{"data": b"\0" * 5}, {"data": xs[0, 0].tobytes()}], context)
+    assert context.statuses == {0: 400} and b"expected x as 12 bytes" in answers[0] and len(answers[1]) == 16
+
+
+def test_torchserve_runs_by_default_only_where_its_environment_exists() -> None:
+    import serving_load
+
+    without, with_env = serving_load.default_configs(False), serving_load.default_configs(True)
+    assert not any(c.startswith("torchserve") for c in without) and "on" in without
+    assert with_env == [*without, "torchserve", "torchserve-nomkldnn"]
+    assert serving_load.build_parser().parse_args(["--configs", "torchserve"]).configs == ["torchserve"]
+
+    def row(config: str, steps_per_s: float) -> dict[str, object]:
+        return {"config": config, "sessions": 64, "steps_per_s": steps_per_s, "latency_ms": {"p99": 10.0}}
+
+    checks = serving_load.targets([row("on", 3000.0), row("torchserve", 1000.0)], [], [])
+    peer = [t for t in checks if "TorchServe" in t.name]
+    assert len(peer) == 1 and peer[0].passed and peer[0].measured == "3,000 / 1,000 = 3.00x"
+
+
+def test_tree_cpu_counts_the_children_of_a_process(tmp_path: Path) -> None:
+    from serving.stats import cpu_seconds, process_tree, tree_cpu_seconds
+
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        assert child.pid in process_tree(os.getpid())
+        deadline = time.monotonic() + 20
+        while cpu_seconds(child.pid) < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree_cpu_seconds(os.getpid()) >= cpu_seconds() + cpu_seconds(child.pid) - 0.05
+    finally:
+        child.kill()
+        child.wait()
