@@ -3,7 +3,7 @@
 Builds a Keras 2-layer LSTM 256->512 (random weights), exports it stateful into a temporary store,
 then measures, with the same load generator (serving/loadgen.py, a separate grpc.aio process):
   (a) bare ONNX Runtime in process, single-timestep batches with states fed back (the model's floor);
-  (b) seqserve with batching off;  (c) seqserve with batching on (delay 0, and 2 ms);
+  (b) seqserve with batching off;  (c) seqserve with batching on (defaults; steps not waiting; compute thread);
   (d) an echo server: grpc.aio ModelStreamInfer answering without doing anything (the protocol's floor);
   (e) FastAPI + Keras `predict` with states in a dict, over REST/JSON (what a user writes first);
   (f) TorchServe 0.12 stateful inference (sequence batching) serving the same LSTM stack in PyTorch,
@@ -41,10 +41,11 @@ MODEL_TEXT = f"Keras LSTM {FEATURES}->{UNITS} x2 (return_sequences), stateful, o
 # Server configurations: SEQSERVE_* settings per name (echo, keras-fastapi and torchserve are not seqserve).
 SEQSERVE_CONFIGS: dict[str, dict[str, str]] = {
     "off": {"batching": "false"},
-    "on": {"batching": "true", "max_queue_delay": "0"},
-    "on-2ms": {"batching": "true", "max_queue_delay": "0.002"},
-    "on-2t": {"batching": "true", "max_queue_delay": "0", "intra_op_threads": "2"},
-    "on-uvloop": {"batching": "true", "max_queue_delay": "0"},
+    "on": {"batching": "true"},  # the defaults: batches on the event loop, steps wait up to 2 ms for streams
+    "on-nowait": {"batching": "true", "sequence_batch_delay": "0"},
+    "on-thread": {"batching": "true", "batch_compute": "thread"},
+    "on-2t": {"batching": "true", "intra_op_threads": "2"},
+    "on-uvloop": {"batching": "true"},
 }
 # TorchServe configurations: settings of the handler (bench/baselines/torchserve/model-config.yaml) per name.
 # `torchserve` keeps PyTorch's defaults; `torchserve-nomkldnn` turns oneDNN off for nn.LSTM, which is
@@ -52,7 +53,7 @@ SEQSERVE_CONFIGS: dict[str, dict[str, str]] = {
 TORCHSERVE_CONFIGS: dict[str, dict[str, object]] = {"torchserve": {}, "torchserve-nomkldnn": {"mkldnn": False}}
 OTHER_CONFIGS = ["echo", "keras-fastapi", *TORCHSERVE_CONFIGS]
 # The TorchServe configurations run by default only where their environment was built (default_configs).
-DEFAULT_CONFIGS = ["echo", "off", "on", "on-2ms", "on-uvloop", "keras-fastapi", *TORCHSERVE_CONFIGS]
+DEFAULT_CONFIGS = ["echo", "off", "on", "on-nowait", "on-thread", "keras-fastapi", *TORCHSERVE_CONFIGS]
 
 
 def log(message: str) -> None:

@@ -53,8 +53,14 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, description="Most samples (batch rows) in one batched run.")
     max_queue_delay: float = Field(
         0.0,
-        description="Seconds a batch waits for more requests after its first arrived. 0 batches what is "
-        "already waiting (requests pile up while the previous batch runs), adding no latency when idle.",
+        description="Seconds a batch waits for more stateless requests after its first arrived. 0 batches what "
+        "is already waiting (requests pile up while the previous batch runs), adding no latency when idle.",
+    )
+    sequence_batch_delay: float = Field(
+        0.002,
+        description="Seconds a batch of sequence steps waits, at most, for the next steps of the other sessions "
+        "that are streaming (stepped in the last 0.1 s); it closes as soon as they are all in, so a lone stream "
+        "never waits. 0 batches what is already waiting.",
     )
     batch_compute: Literal["auto", "loop", "thread"] = Field(
         "auto",

@@ -185,7 +185,7 @@ class DataPlane:
                         f"this request has {batch_size}"
                     )
                 states = {spec.input: previous.states[spec.name] for spec in signature.states}
-            results = await self._run(mv, feeds | states)
+            results = await self._run(mv, feeds | states, session=key, ends=control.end)
 
             step = 1 if previous is None else previous.step + 1
             # The new state is stored before the answer leaves, so an answered step is never lost.
@@ -228,6 +228,7 @@ class DataPlane:
             if entry is not None and entry.model is model and entry.batcher is not None:
                 batcher = entry.batcher  # config.yaml changed: the next batches follow it
                 batcher.max_batch_size, batcher.max_queue_delay = options.max_batch_size, options.max_queue_delay
+                batcher.sequence_batch_delay = options.sequence_batch_delay
             else:
                 batcher = self._new_batcher(mv, model, options)
         self._batchers[key] = _BatcherEntry(model, mv.config, batcher)
@@ -252,6 +253,7 @@ class DataPlane:
             executor,
             max_batch_size=options.max_batch_size,
             max_queue_delay=options.max_queue_delay,
+            sequence_batch_delay=options.sequence_batch_delay,
             on_batch=observe,
         )
 
@@ -267,6 +269,9 @@ class DataPlane:
             enabled=server.enabled if config.batching is None else config.batching,
             max_batch_size=config.max_batch_size or server.max_batch_size,
             max_queue_delay=server.max_queue_delay if config.max_queue_delay is None else config.max_queue_delay,
+            sequence_batch_delay=(
+                server.sequence_batch_delay if config.sequence_batch_delay is None else config.sequence_batch_delay
+            ),
             compute=server.compute,
         )
 
@@ -329,15 +334,19 @@ class DataPlane:
             raise SessionNotFound(f"{control.describe()} of model '{name}' {gone_message('has ended')}")
         return state
 
-    async def _run(self, mv: ModelVersion, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs the model: small requests inline, larger ones on a compute thread.
+    async def _run(
+        self, mv: ModelVersion, feeds: dict[str, np.ndarray], session: str | None = None, ends: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Runs the model: batched, or alone (small requests inline, larger ones on a compute thread).
+
+        `session` and `ends` tell the batcher which sequence a step belongs to and whether it is its last.
 
         Handing a single streamed step to a thread costs several times what ORT spends on it (~375 us
         vs ~40 us measured here), while running it inline blocks the event loop only that long.
         """
         batcher = self._batcher(mv)
         if batcher is not None:
-            return await batcher.run(feeds)
+            return await batcher.run(feeds, session, ends)
         _, model = _parts(mv)
         labels = (mv.name, str(mv.version))
         if sum(a.size for a in feeds.values()) <= self.inline_max_elements:
@@ -405,6 +414,7 @@ class BatchingOptions:
     enabled: bool = True
     max_batch_size: int = 64
     max_queue_delay: float = 0.0
+    sequence_batch_delay: float = 0.002
     # Where batched runs happen: on the event loop, on a compute thread per model version, or auto:
     # a thread for a model on CUDA (the run waits on the device with the GIL released), the loop on CPU.
     compute: BatchCompute = "auto"

@@ -58,7 +58,11 @@ def build_dataplane(settings: Settings) -> DataPlane:
     store.scan()
     sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
     batching = BatchingOptions(
-        settings.batching, settings.max_batch_size, settings.max_queue_delay, settings.batch_compute
+        enabled=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay=settings.max_queue_delay,
+        sequence_batch_delay=settings.sequence_batch_delay,
+        compute=settings.batch_compute,
     )
     return DataPlane(store, sessions, inline_max_elements=settings.inline_max_elements, batching=batching)
 

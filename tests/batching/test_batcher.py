@@ -129,7 +129,7 @@ async def test_a_request_larger_than_the_batch_limit_runs_alone(executor: Thread
 
 
 async def test_a_models_config_sets_its_batching(store: Path) -> None:
-    (store / "embed" / "config.yaml").write_text("max_batch_size: 2\nmax_queue_delay: 0.01\n")
+    (store / "embed" / "config.yaml").write_text("max_batch_size: 2\nmax_queue_delay: 0.01\nsequence_batch_delay: 0\n")
     (store / "lstm" / "config.yaml").write_text("batching: false\n")
     plane = build_dataplane(Settings(store=store, device="cpu"))
     try:
@@ -138,9 +138,72 @@ async def test_a_models_config_sets_its_batching(store: Path) -> None:
             *(plane.infer(InferRequest("embed", inputs=[Tensor("tokens", "INT64", tokens)])) for _ in range(6))
         )
         assert max(_stats_of(plane, "embed").sizes) == 2
+        options = plane.batching_options(plane.store.get_ready("embed"))
+        assert (options.max_queue_delay, options.sequence_batch_delay) == (0.01, 0)
         await plane.infer(InferRequest("lstm", inputs=[Tensor("x", "FP32", np.zeros((1, 1, 3), np.float32))]))
         assert plane.batch_stats("lstm", 1) is None
     finally:
         (store / "embed" / "config.yaml").unlink()
         (store / "lstm" / "config.yaml").unlink()
         await plane.close()
+
+
+# -- when a batch closes: full, every streaming session in, or the delay ---------------------------
+
+
+def _double(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"y": feeds["x"] * 2}
+
+
+def _one() -> dict[str, np.ndarray]:
+    return {"x": np.ones((1, 2), np.float32)}
+
+
+async def test_a_lone_stream_does_not_wait_for_the_delay(executor: ThreadPoolExecutor | None) -> None:
+    batcher = Batcher(_double, executor, max_batch_size=8, sequence_batch_delay=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for step in range(3):
+        await asyncio.wait_for(batcher.run(_one(), session="s1", ends=step == 2), 2.0)
+    await batcher.close()
+    assert loop.time() - started < 1.0  # nobody else streams: each step runs at once
+    assert batcher.stats.runs == 3
+
+
+async def test_steps_wait_for_every_streaming_session_then_run_together(executor: ThreadPoolExecutor | None) -> None:
+    batcher = Batcher(_double, executor, max_batch_size=8, sequence_batch_delay=5.0)
+    sessions = [f"s{i}" for i in range(4)]
+    await asyncio.gather(*(batcher.run(_one(), session=s) for s in sessions))  # all four now stream
+
+    async def late(session: str) -> dict[str, np.ndarray]:
+        await asyncio.sleep(0.05)  # the last step comes later; the batch waits for it, not for 5 s
+        return await batcher.run(_one(), session=session)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(batcher.run(_one(), session=s) for s in sessions[:3]), late(sessions[3])), 2.0
+    )
+    await batcher.close()
+    assert all(np.array_equal(r["y"], np.full((1, 2), 2.0)) for r in results)
+    assert batcher.stats.sizes.get(4, 0) >= 1, batcher.stats.sizes
+
+
+async def test_an_ended_or_quiet_session_is_not_waited_for(executor: ThreadPoolExecutor | None) -> None:
+    batcher = Batcher(_double, executor, max_batch_size=8, sequence_batch_delay=5.0)
+    await asyncio.gather(batcher.run(_one(), session="ends", ends=True), batcher.run(_one(), session="stays"))
+    # "ends" ended: the next step of "stays" is alone in streaming and runs at once.
+    await asyncio.wait_for(batcher.run(_one(), session="stays"), 1.0)
+    await asyncio.sleep(0.2)  # longer than ACTIVE_WINDOW: "stays" no longer counts as streaming ...
+    await asyncio.wait_for(batcher.run(_one(), session="new"), 1.0)  # ... so "new" does not wait for it
+    await batcher.close()
+
+
+async def test_stateless_requests_wait_up_to_the_delay_for_company(executor: ThreadPoolExecutor | None) -> None:
+    batcher = Batcher(_double, executor, max_batch_size=8, max_queue_delay=0.2)
+
+    async def later() -> dict[str, np.ndarray]:
+        await asyncio.sleep(0.05)
+        return await batcher.run(_one())
+
+    await asyncio.gather(batcher.run(_one()), later())
+    await batcher.close()
+    assert batcher.stats.sizes == {2: 1}

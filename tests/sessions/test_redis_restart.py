@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -357,10 +358,10 @@ async def test_a_step_computed_from_an_older_state_cannot_overwrite_a_newer_answ
         held, release = asyncio.Event(), asyncio.Event()
         run = one._run
 
-        async def held_run(mv: object, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async def held_run(mv: object, feeds: dict[str, np.ndarray], **batching: Any) -> dict[str, np.ndarray]:
             held.set()
             await release.wait()
-            return await run(mv, feeds)  # type: ignore[arg-type]
+            return await run(mv, feeds, **batching)  # type: ignore[arg-type]
 
         one._run = held_run  # type: ignore[method-assign]
         stale = asyncio.create_task(one.infer(step(x[:, 1:2])))  # has read the state at step 1

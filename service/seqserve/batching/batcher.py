@@ -1,10 +1,16 @@
 """The batcher: concurrent runs of one model version become one ORT run over the stacked batch.
 
-Each run is queued with its own future. One task per model takes what is waiting (up to
-`max_batch_size` samples, waiting at most `max_queue_delay` for more once the first arrived),
-groups the runs whose tensors agree on every dimension but the batch, concatenates inputs and
-recurrent states along the batch axis, runs ONNX Runtime once per group, and slices outputs and new
-states back onto the futures. A failed run fails every future in it.
+Each run is queued with its own future. One task per model takes what is waiting and closes the
+batch when it holds `max_batch_size` samples or its wait is over. It waits `max_queue_delay` after
+its first run arrived for more stateless requests (Triton's dynamic batching delay, 0 by default),
+and up to `sequence_batch_delay` for the next steps of the sessions that are streaming (queued a
+step in the last ACTIVE_WINDOW seconds), stopping as soon as they are all in. So a lone stream never
+waits, while many streams wait the moment it takes them all to come back, which forms full batches;
+only a stream that stops without ending costs its neighbours the delay, for ACTIVE_WINDOW at most.
+
+The batch is grouped into runs whose tensors agree on every dimension but the batch; each group's
+inputs and recurrent states are concatenated along the batch axis, run by ONNX Runtime once, and
+its outputs and new states sliced back onto the futures. A failed run fails every future in it.
 
 Where the run happens is the caller's choice: on a compute thread (an executor), so the event loop
 keeps serving the network while ORT works, or on the event loop itself (no executor). On a machine
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -36,6 +43,11 @@ log = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
 
+# A session counts as streaming, and a batch waits (up to sequence_batch_delay) for its next step, while
+# its last step is at most this old. A slower client is not waited for; nor is one that went away
+# without ending its sequence, for longer than this.
+ACTIVE_WINDOW = 0.1
+
 
 def batchable(signature: Signature) -> bool:
     """Batching needs the batch axis first and free on every input, output and state."""
@@ -47,12 +59,13 @@ class _Pending:
     """A queued run. Runs of equal `shape_key` (every tensor's name, dtype and non-batch dimensions)
     can be concatenated along the batch axis."""
 
-    __slots__ = ("feeds", "size", "future", "shape_key")
+    __slots__ = ("feeds", "size", "future", "shape_key", "session", "ends", "queued")
 
-    def __init__(self, feeds: Feeds, future: asyncio.Future[Feeds]) -> None:
-        self.feeds, self.future = feeds, future
+    def __init__(self, feeds: Feeds, future: asyncio.Future[Feeds], session: str | None, ends: bool) -> None:
+        self.feeds, self.future, self.session, self.ends = feeds, future, session, ends
         self.size = int(next(iter(feeds.values())).shape[0])
         self.shape_key = tuple((name, value.shape[1:], value.dtype) for name, value in feeds.items())
+        self.queued = time.perf_counter()
 
 
 @dataclass
@@ -78,29 +91,45 @@ class Batcher:
         executor: Executor | None,
         max_batch_size: int = 64,
         max_queue_delay: float = 0.0,
+        sequence_batch_delay: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
+        self.sequence_batch_delay = sequence_batch_delay
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._waiting: deque[_Pending] = deque()
         self._held: _Pending | None = None  # too big to join the last batch: leads the next one
+        self._wakeup: asyncio.Future[None] | None = None  # set while the collector waits for arrivals
+        self._wake_when = 1  # ... for this many waiting runs
+        self._streaming: dict[str, float] = {}  # session -> when its last step was queued
+        self._pruned = 0.0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = BatchStats()
 
-    async def run(self, feeds: Feeds) -> Feeds:
-        """Runs `feeds` (batch axis first) as part of a batch; returns this request's slice of the outputs."""
+    async def run(self, feeds: Feeds, session: str | None = None, ends: bool = False) -> Feeds:
+        """Runs `feeds` (batch axis first) as part of a batch; returns this request's slice of the outputs.
+
+        `session` names the sequence a step belongs to (None for a stateless request); `ends` says it
+        is the sequence's last step, after which the batcher stops waiting for that session.
+        """
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._task is None or self._task.done():
             # The queue and the task belong to one event loop (a new loop, e.g. in tests, starts afresh).
-            self._loop, self._queue, self._held = loop, asyncio.Queue(), None
+            self._loop, self._held, self._wakeup = loop, None, None
+            self._waiting.clear()
             self._task = loop.create_task(self._serve(), name="seqserve-batcher")
-        assert self._queue is not None
         future: asyncio.Future[Feeds] = loop.create_future()
-        self._queue.put_nowait(_Pending(feeds, future))  # the queue is unbounded: put never waits
+        pending = _Pending(feeds, future, session, ends)
+        if session is not None:
+            self._streaming[session] = pending.queued
+        self._waiting.append(pending)
+        wakeup = self._wakeup
+        if wakeup is not None and len(self._waiting) >= self._wake_when and not wakeup.done():
+            wakeup.set_result(None)
         return await future
 
     async def close(self) -> None:
@@ -119,30 +148,59 @@ class Batcher:
                 await self._run_group(group)
 
     async def _collect(self) -> list[_Pending]:
-        """The first waiting run, then whatever else fits before the delay runs out."""
-        assert self._queue is not None
-        first, self._held = self._held or await self._queue.get(), None
-        batch, samples = [first], first.size
-        deadline = time.perf_counter() + self.max_queue_delay
+        """The first waiting run, then more, until the batch is full or the wait is over (module docstring)."""
+        if self._held is None and not self._waiting:
+            await self._arrival(1, None)
+        first = self._held or self._waiting.popleft()
+        self._held = None
+        batch, samples, steps = [first], first.size, int(first.session is not None)
         while samples < self.max_batch_size:
-            try:
-                pending = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.perf_counter()
+            if not self._waiting:
+                delay, wanted = self.max_queue_delay, 1
+                if self.sequence_batch_delay > 0:
+                    missing = self._streaming_sessions() - steps  # streams whose next step is not here yet
+                    if missing > 0:
+                        delay, wanted = max(delay, self.sequence_batch_delay), missing
+                remaining = first.queued + delay - time.perf_counter()
                 if remaining <= 0:
                     break
-                try:
-                    pending = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
+                await self._arrival(wanted, remaining)
+                continue
+            pending = self._waiting.popleft()
             if samples + pending.size > self.max_batch_size:
                 self._held = pending
                 break
             batch.append(pending)
             samples += pending.size
+            steps += pending.session is not None
         return batch
 
+    async def _arrival(self, count: int, timeout: float | None) -> None:
+        """Sleeps until `count` runs are waiting, or `timeout` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup = loop.create_future()
+        self._wake_when = count
+        timer = loop.call_later(timeout, _resolve, wakeup) if timeout is not None else None
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _streaming_sessions(self) -> int:
+        """Sessions that queued a step within ACTIVE_WINDOW; forgets older ones now and then."""
+        now = time.perf_counter()
+        if now - self._pruned > ACTIVE_WINDOW / 2:
+            cutoff = now - ACTIVE_WINDOW
+            self._streaming = {k: t for k, t in self._streaming.items() if t >= cutoff}
+            self._pruned = now
+        return len(self._streaming)
+
     async def _run_group(self, group: list[_Pending]) -> None:
+        for pending in group:
+            if pending.ends and pending.session is not None:
+                self._streaming.pop(pending.session, None)  # the next batches do not wait for it
         live = [p for p in group if not p.future.done()]  # a cancelled client's request is skipped
         if not live:
             return
@@ -181,3 +239,8 @@ class Batcher:
         self.stats.record(requests, samples)
         if self._on_batch is not None:
             self._on_batch(requests, samples, time.perf_counter() - started)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

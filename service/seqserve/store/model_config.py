@@ -6,7 +6,8 @@ sessions; sessions already stored keep their expiry until their next step).
 
     # model_store/chars/config.yaml
     max_batch_size: 32        # samples per batched ORT run
-    max_queue_delay: 0.002    # seconds a batch waits for more requests
+    max_queue_delay: 0.002    # seconds a batch waits for more stateless requests
+    sequence_batch_delay: 0.005  # seconds a batch waits, at most, for the steps of streaming sessions
     batching: true
     max_sequence_idle: 60     # seconds an idle sequence keeps its state
     max_sessions: 1000        # sessions of this model at once
@@ -31,6 +32,7 @@ class ModelConfig(BaseModel):
     batching: bool | None = None
     max_batch_size: int | None = Field(None, ge=1)
     max_queue_delay: float | None = Field(None, ge=0)
+    sequence_batch_delay: float | None = Field(None, ge=0)
     max_sequence_idle: float | None = Field(None, ge=0)
     max_sessions: int | None = Field(None, ge=1)
     max_session_bytes: int | None = Field(None, ge=1)
