@@ -106,6 +106,7 @@ class Batcher:
         self._wake_when = 1  # ... for this many waiting runs
         self._streaming: dict[str, float] = {}  # session -> when its last step was queued
         self._pruned = 0.0
+        self._idle = False  # the collector waits for a first run
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = BatchStats()
@@ -126,6 +127,11 @@ class Batcher:
         pending = _Pending(feeds, future, session, ends)
         if session is not None:
             self._streaming[session] = pending.queued
+            if self._idle and not self._waiting and self._streaming_sessions() == 1:
+                # The only stream, and nothing to batch with: run now rather than via the collector
+                # task, which would cost two more turns of the event loop.
+                await self._run_group([pending])
+                return await future
         self._waiting.append(pending)
         wakeup = self._wakeup
         if wakeup is not None and len(self._waiting) >= self._wake_when and not wakeup.done():
@@ -150,7 +156,11 @@ class Batcher:
     async def _collect(self) -> list[_Pending]:
         """The first waiting run, then more, until the batch is full or the wait is over (module docstring)."""
         if self._held is None and not self._waiting:
-            await self._arrival(1, None)
+            self._idle = True
+            try:
+                await self._arrival(1, None)
+            finally:
+                self._idle = False
         first = self._held or self._waiting.popleft()
         self._held = None
         batch, samples, steps = [first], first.size, int(first.session is not None)
