@@ -389,7 +389,8 @@ async def test_session_counts_are_scraped_from_either_store(make_plane: Planes) 
 async def test_too_many_requests_queued_on_one_session_are_refused_and_change_nothing(
     make_plane: Planes, store: Path
 ) -> None:
-    plane = make_plane(max_pending_per_session=2, inline_max_elements=0)  # steps overlap on a thread
+    # Runs on a thread, so the steps overlap (on the event loop, a lone stream's step finishes at once).
+    plane = make_plane(max_pending_per_session=2, inline_max_elements=0, batch_compute="thread")
     x = _seq(steps=5)
     await plane.infer(_step(x[:, :1], 1, sequence_start=True))
     outcomes = await asyncio.gather(
