@@ -46,6 +46,7 @@ SEQSERVE_CONFIGS: dict[str, dict[str, str]] = {
     "on-thread": {"batching": "true", "batch_compute": "thread"},
     "on-2t": {"batching": "true", "intra_op_threads": "2"},
     "on-uvloop": {"batching": "true"},
+    "on-rest": {"batching": "true"},  # the defaults, driven over KServe V2 REST instead of gRPC
 }
 # TorchServe configurations: settings of the handler (bench/baselines/torchserve/model-config.yaml) per name.
 # `torchserve` keeps PyTorch's defaults; `torchserve-nomkldnn` turns oneDNN off for nn.LSTM, which is
@@ -53,7 +54,7 @@ SEQSERVE_CONFIGS: dict[str, dict[str, str]] = {
 TORCHSERVE_CONFIGS: dict[str, dict[str, object]] = {"torchserve": {}, "torchserve-nomkldnn": {"mkldnn": False}}
 OTHER_CONFIGS = ["echo", "keras-fastapi", *TORCHSERVE_CONFIGS]
 # The TorchServe configurations run by default only where their environment was built (default_configs).
-DEFAULT_CONFIGS = ["echo", "off", "on", "on-nowait", "on-thread", "keras-fastapi", *TORCHSERVE_CONFIGS]
+DEFAULT_CONFIGS = ["echo", "off", "on", "on-nowait", "on-thread", "on-rest", "keras-fastapi", *TORCHSERVE_CONFIGS]
 
 
 def log(message: str) -> None:
@@ -81,7 +82,7 @@ def drive(
 ) -> dict[str, Any]:
     """One load-generator window against a started server; returns its LoadResult as a dict."""
     if server.rest_url:
-        target = ["--protocol", "rest", "--target", server.rest_url]
+        target = ["--protocol", server.rest_protocol, "--target", server.rest_url]
     else:
         assert server.grpc_target is not None
         target = ["--protocol", server.grpc_protocol, "--target", server.grpc_target, "--channels", str(args.channels)]
@@ -153,7 +154,8 @@ def _server(config: str, keras_file: Path, store: Path, logs: Path) -> contextli
         return servers.keras_fastapi(keras_file, logs)
     if config in TORCHSERVE_CONFIGS:
         return servers.torchserve(keras_file, logs, config, TORCHSERVE_CONFIGS[config])
-    return servers.seqserve(store, logs, config, SEQSERVE_CONFIGS[config], uvloop=config.endswith("uvloop"))
+    uvloop, rest = config.endswith("uvloop"), config.endswith("rest")
+    return servers.seqserve(store, logs, config, SEQSERVE_CONFIGS[config], uvloop=uvloop, rest=rest)
 
 
 def run_servers(args: argparse.Namespace, keras_file: Path, store: Path, work: Path) -> list[dict[str, Any]]:

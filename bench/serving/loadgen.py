@@ -8,7 +8,9 @@ It is kept cheap on purpose. Over gRPC every request is serialized once, before 
 as bytes through a stream-stream call without serializers; each answer is checked by its first byte
 only (a ModelStreamInferResponse that carries `error_message`, field 1, starts with 0x0a; a good one
 starts with `infer_response`, field 2, 0x12). Per step that leaves a write, a read and two clock
-reads of Python. The REST mode (for the FastAPI baseline) posts pre-encoded JSON with aiohttp. The
+reads of Python. The REST mode (for the FastAPI baseline) posts pre-encoded JSON with aiohttp; the
+`v2rest` mode posts KServe V2 requests to seqserve's REST endpoint with the binary tensor extension,
+as tritonclient.http does, pre-encoded too, and checks the status code. The
 `torchserve` mode drives TorchServe's own bidirectional gRPC stream (StreamPredictions2) the same way
 as the KServe one: requests encoded once by hand (no TorchServe stubs needed), answers checked by
 their first byte.
@@ -248,6 +250,65 @@ async def _run_rest(
     return list(results[1:])
 
 
+# -- REST, KServe V2 with the binary tensor extension (what tritonclient.http sends), for seqserve --
+
+
+def v2_rest_requests(features: int, sequence_id: int) -> tuple[tuple[bytes, str], ...]:
+    """(body, Inference-Header-Content-Length) of the start, step and end requests of one sequence:
+    x [1, 1, features] FP32 as binary data, every output asked for as binary data."""
+    x = np.random.default_rng(sequence_id).standard_normal((1, 1, features), dtype=np.float32)
+
+    def body(**flags: bool) -> tuple[bytes, str]:
+        head = json.dumps({
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                        "parameters": {"binary_data_size": x.nbytes}}],
+            "parameters": {"sequence_id": sequence_id, "binary_data_output": True, **flags},
+        }).encode()  # fmt: skip
+        return head + x.tobytes(), str(len(head))
+
+    return body(sequence_start=True), body(), body(sequence_end=True)
+
+
+async def _v2_rest_session(
+    client: aiohttp.ClientSession, url: str, requests: tuple[tuple[bytes, str], ...], window: Window
+) -> SessionResult:
+    result, clock = SessionResult(), time.perf_counter
+
+    async def post(request: tuple[bytes, str]) -> int:
+        body, head_length = request
+        headers = {"content-type": "application/octet-stream", "Inference-Header-Content-Length": head_length}
+        async with client.post(url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    start, step, end = requests
+    if (status := await post(start)) != 200:
+        raise RuntimeError(f"sequence start failed: HTTP {status}")
+    while not window.done:
+        began = clock()
+        status = await post(step)
+        ended = clock()
+        if status != 200:
+            result.errors += 1
+            result.first_error = result.first_error or f"HTTP {status}"
+        elif window.open:
+            result.latencies.append(ended - began)
+    await post(end)
+    return result
+
+
+async def _run_v2_rest(
+    url: str, sessions: int, features: int, first_id: int, window: Window, control: Callable[[], Awaitable[None]]
+) -> list[SessionResult]:
+    connector = aiohttp.TCPConnector(limit=sessions)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
+        tasks = [
+            _v2_rest_session(client, url, v2_rest_requests(features, first_id + i), window) for i in range(sessions)
+        ]
+        results = await asyncio.gather(control(), *tasks)
+    return list(results[1:])
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -305,6 +366,8 @@ async def run(args: argparse.Namespace) -> LoadResult:
             args.target, args.sessions, args.channels, args.model, args.features, args.first_id, window, control,
             torchserve=args.protocol == "torchserve",
         )  # fmt: skip
+    elif args.protocol == "v2rest":
+        results = await _run_v2_rest(args.target, args.sessions, args.features, args.first_id, window, control)
     else:
         results = await _run_rest(args.target, args.sessions, args.features, window, control)
     before, after = edges
@@ -335,9 +398,9 @@ async def run(args: argparse.Namespace) -> LoadResult:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--protocol", choices=["grpc", "rest", "torchserve"], default="grpc",
-                        help="grpc: KServe ModelStreamInfer; rest: the FastAPI baseline's JSON; "
-                        "torchserve: TorchServe's gRPC StreamPredictions2")  # fmt: skip
+    parser.add_argument("--protocol", choices=["grpc", "rest", "v2rest", "torchserve"], default="grpc",
+                        help="grpc: KServe ModelStreamInfer; rest: the FastAPI baseline's JSON; v2rest: KServe V2 "
+                        "REST with binary tensors; torchserve: TorchServe's gRPC StreamPredictions2")  # fmt: skip
     parser.add_argument("--target", required=True, help="gRPC host:port, or the REST step URL")
     parser.add_argument("--sessions", type=int, default=64)
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels (TCP connections) the sessions share")

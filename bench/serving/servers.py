@@ -44,6 +44,8 @@ class ServerProcess:
     log_path: Path
     # The load generator's --protocol over grpc_target: KServe's "grpc" or "torchserve".
     grpc_protocol: str = "grpc"
+    # ... over rest_url: the FastAPI baseline's "rest" or KServe V2's "v2rest".
+    rest_protocol: str = "rest"
     # Servers of several processes (TorchServe): CPU summed over the process tree; `main_pid`, if
     # set, is the process reported as the server's main part instead of the main thread.
     cpu_tree: bool = False
@@ -154,9 +156,10 @@ def _wait_gone(pids: list[int], timeout: float) -> None:
 
 
 def seqserve(
-    store: Path, log_dir: Path, name: str, settings: dict[str, str], uvloop: bool = False
+    store: Path, log_dir: Path, name: str, settings: dict[str, str], uvloop: bool = False, rest: bool = False
 ) -> contextlib.AbstractContextManager[ServerProcess]:
-    """`seqserve serve` on the store with SEQSERVE_* `settings` (e.g. {"batching": "false"}), optionally on uvloop."""
+    """`seqserve serve` on the store with SEQSERVE_* `settings` (e.g. {"batching": "false"}), optionally on
+    uvloop; driven over gRPC, or with `rest` over KServe V2 REST."""
     http_port, grpc_port = free_port(), free_port()
     launcher = "serving.seqserve_uvloop" if uvloop else "seqserve.cli"
     command = [sys.executable, "-m", launcher, "serve", "--store", str(store), "--host", "127.0.0.1",
@@ -165,8 +168,10 @@ def seqserve(
     env = {**_bench_path(), **{f"SEQSERVE_{key.upper()}": value for key, value in settings.items()}}
     env.setdefault("SEQSERVE_STORE_POLL_SECONDS", "0")
     base = f"http://127.0.0.1:{http_port}"
-    return _running(name, command, env, log_dir, lambda: _http_ok(f"{base}/v2/health/ready"),
-                    grpc_target=f"127.0.0.1:{grpc_port}", metrics_url=f"{base}/metrics")  # fmt: skip
+    where = {"rest_url": f"{base}/v2/models/lstm/infer"} if rest else {"grpc_target": f"127.0.0.1:{grpc_port}"}
+    running = _running(name, command, env, log_dir, lambda: _http_ok(f"{base}/v2/health/ready"),
+                       metrics_url=f"{base}/metrics", **where)  # fmt: skip
+    return _with(running, rest_protocol="v2rest")
 
 
 def echo(log_dir: Path, output: str = "lstm_1", width: int = 512) -> contextlib.AbstractContextManager[ServerProcess]:

@@ -51,6 +51,17 @@ def test_load_generator_streams_steps_through_seqserve_with_batching(tmp_path: P
 
 
 @pytest.mark.slow
+def test_load_generator_streams_steps_through_seqserve_over_v2_rest(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    write_lstm_model(store, "lstm", stateful=True)
+    with servers.seqserve(store, tmp_path, "on-rest", {"batching": "true"}, rest=True) as server:
+        assert server.rest_url is not None and server.rest_protocol == "v2rest"
+        result = _drive(server.rest_url, 3, protocol="v2rest", server_pid=str(server.pid))
+    assert result["errors"] == 0, result["first_error"]
+    assert result["steps"] > 0 and result["per_session_steps_min"] > 0
+
+
+@pytest.mark.slow
 def test_load_generator_against_the_echo_server(tmp_path: Path) -> None:
     with servers.echo(tmp_path, output="last", width=4) as server:
         assert server.grpc_target is not None
