@@ -187,6 +187,23 @@ async def test_steps_wait_for_every_streaming_session_then_run_together(executor
     assert batcher.stats.sizes.get(4, 0) >= 1, batcher.stats.sizes
 
 
+async def test_more_streams_than_a_batch_holds_close_full_batches_without_waiting(
+    executor: ThreadPoolExecutor | None,
+) -> None:
+    batcher = Batcher(_double, executor, max_batch_size=4, sequence_batch_delay=5.0)
+    sessions = [f"s{i}" for i in range(8)]
+    await asyncio.gather(*(batcher.run(_one(), session=s) for s in sessions))  # eight streams
+
+    async def later(session: str) -> dict[str, np.ndarray]:
+        await asyncio.sleep(0.02)  # arrives while the batch waits for the other seven
+        return await batcher.run(_one(), session=session)
+
+    # Four steps fill a batch: it must not wait for the other four streams.
+    await asyncio.wait_for(asyncio.gather(batcher.run(_one(), session="s0"), *map(later, sessions[1:4])), 1.0)
+    await batcher.close()
+    assert batcher.stats.sizes.get(4, 0) >= 3, batcher.stats.sizes
+
+
 async def test_an_ended_or_quiet_session_is_not_waited_for(executor: ThreadPoolExecutor | None) -> None:
     batcher = Batcher(_double, executor, max_batch_size=8, sequence_batch_delay=5.0)
     await asyncio.gather(batcher.run(_one(), session="ends", ends=True), batcher.run(_one(), session="stays"))

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -104,8 +104,8 @@ class Batcher:
         self._held: _Pending | None = None  # too big to join the last batch: leads the next one
         self._wakeup: asyncio.Future[None] | None = None  # set while the collector waits for arrivals
         self._wake_when = 1  # ... for this many waiting runs
-        self._streaming: dict[str, float] = {}  # session -> when its last step was queued
-        self._pruned = 0.0
+        # session -> when its last step was queued, least recent first (so forgetting is cheap)
+        self._streaming: OrderedDict[str, float] = OrderedDict()
         self._idle = False  # the collector waits for a first run
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +127,7 @@ class Batcher:
         pending = _Pending(feeds, future, session, ends)
         if session is not None:
             self._streaming[session] = pending.queued
+            self._streaming.move_to_end(session)
             if self._idle and not self._waiting and self._streaming_sessions() == 1:
                 # The only stream, and nothing to batch with: run now rather than via the collector
                 # task, which would cost two more turns of the event loop.
@@ -170,7 +171,9 @@ class Batcher:
                 if self.sequence_batch_delay > 0:
                     missing = self._streaming_sessions() - steps  # streams whose next step is not here yet
                     if missing > 0:
-                        delay, wanted = max(delay, self.sequence_batch_delay), missing
+                        # Woken when they are all here, or when enough are here to fill the batch.
+                        delay = max(delay, self.sequence_batch_delay)
+                        wanted = min(missing, self.max_batch_size - samples)
                 remaining = first.queued + delay - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -199,13 +202,11 @@ class Batcher:
                 timer.cancel()
 
     def _streaming_sessions(self) -> int:
-        """Sessions that queued a step within ACTIVE_WINDOW; forgets older ones now and then."""
-        now = time.perf_counter()
-        if now - self._pruned > ACTIVE_WINDOW / 2:
-            cutoff = now - ACTIVE_WINDOW
-            self._streaming = {k: t for k, t in self._streaming.items() if t >= cutoff}
-            self._pruned = now
-        return len(self._streaming)
+        """Sessions that queued a step within ACTIVE_WINDOW (older ones are forgotten here)."""
+        streaming, cutoff = self._streaming, time.perf_counter() - ACTIVE_WINDOW
+        while streaming and next(iter(streaming.values())) < cutoff:
+            streaming.popitem(last=False)
+        return len(streaming)
 
     async def _run_group(self, group: list[_Pending]) -> None:
         for pending in group:
