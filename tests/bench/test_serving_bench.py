@@ -213,3 +213,16 @@ def test_tree_cpu_counts_the_children_of_a_process(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.slow
+def test_session_memory_bench_measures_state_and_bookkeeping(tmp_path: Path) -> None:
+    import session_memory
+
+    assert session_memory.main(["--sessions", "50", "100", "--units", "4", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "session-memory.json").read_text())
+    rows = results["rows"]
+    assert [r["sessions"] for r in rows] == [50, 100]
+    assert all(r["state_bytes_per_session"] == 4 * 4 * 4 for r in rows)  # h and c of two LSTM(4), FP32
+    assert all(0 < r["bookkeeping_bytes_per_session"] < 10_000 for r in rows)
+    assert (tmp_path / "session-memory.png").stat().st_size > 0

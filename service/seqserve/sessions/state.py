@@ -16,7 +16,7 @@ import numpy as np
 _HEADER = struct.Struct("<I")
 
 
-@dataclass
+@dataclass(slots=True)  # no per-record __dict__: an idle session costs its states plus < 1 KiB
 class SessionState:
     model: str
     version: int
@@ -33,6 +33,7 @@ class SessionState:
     last_used: float = field(default_factory=time.time)
     # Ended by a numbered last step: kept (without states) only to answer a retry of that step.
     ended: bool = False
+    _nbytes: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         # Counted once: states are never changed in place (a new step makes a new record), and the
