@@ -241,8 +241,9 @@ class Batcher:
         parts, offset = [], 0
         for pending in live:
             end = offset + pending.size
-            # Copies, so a session's stored state does not keep the whole batch's arrays alive.
-            parts.append({k: v[offset:end].copy() for k, v in outputs.items()})
+            # Views: a session record copies its states out (seqserve.sessions.packed), and answers
+            # are encoded at once, so nothing keeps the batch's arrays alive for long.
+            parts.append({k: v[offset:end] for k, v in outputs.items()})
             offset = end
         return parts
 

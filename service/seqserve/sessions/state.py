@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from seqserve.sessions.packed import nbytes as packed_nbytes
+from seqserve.sessions.packed import pack
 
 _HEADER = struct.Struct("<I")
 
@@ -21,7 +25,8 @@ class SessionState:
     model: str
     version: int
     batch_size: int
-    states: dict[str, np.ndarray]
+    # Copied into one buffer when the record is made (seqserve.sessions.packed): read-only views.
+    states: Mapping[str, np.ndarray]
     # Requests applied so far. A client's `sequence_step` k names the k-th request of the session.
     step: int = 0
     # Writes so far, assigned by the store. Compare-and-set uses this, not `step`: a sequence start
@@ -29,17 +34,20 @@ class SessionState:
     revision: int = 0
     # The answer to the last applied step, kept only when the client numbers its steps, so a retry
     # of that step gets the same answer instead of advancing the state twice.
-    last_outputs: dict[str, np.ndarray] | None = None
+    last_outputs: Mapping[str, np.ndarray] | None = None
     last_used: float = field(default_factory=time.time)
     # Ended by a numbered last step: kept (without states) only to answer a retry of that step.
     ended: bool = False
     _nbytes: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        # Counted once: states are never changed in place (a new step makes a new record), and the
+        # The record owns its arrays: whatever they were views of (a whole batch) is not kept alive.
+        self.states = pack(self.states)
+        if self.last_outputs is not None:
+            self.last_outputs = pack(self.last_outputs)
+        # Counted once: a record is never changed in place (a new step makes a new record), and the
         # store's byte accounting must see the same size when a record is added and when it is dropped.
-        outputs = sum(a.nbytes for a in self.last_outputs.values()) if self.last_outputs else 0
-        self._nbytes = sum(a.nbytes for a in self.states.values()) + outputs
+        self._nbytes = packed_nbytes(self.states) + (packed_nbytes(self.last_outputs) if self.last_outputs else 0)
 
     @property
     def nbytes(self) -> int:
@@ -71,7 +79,7 @@ class SessionState:
         outputs: dict[str, np.ndarray] = {}
         for kind, name, dtype, shape in header["arrays"]:
             count = int(np.prod(shape))
-            array = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+            array = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)  # packing copies
             offset += array.nbytes
             (states if kind == "s" else outputs)[name] = array
         return cls(
