@@ -61,16 +61,17 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def build_model(directory: Path) -> tuple[Path, Path]:
-    """Saves the Keras model and exports it stateful; returns (keras file, model version directory)."""
+def build_model(directory: Path, features: int = FEATURES, units: int = UNITS) -> tuple[Path, Path]:
+    """Saves the Keras model (LSTM x2, random weights) and exports it stateful into directory/store;
+    returns (keras file, model version directory)."""
     import keras
 
     from seqserve.export import export_model
 
     keras.utils.set_random_seed(0)
-    x = keras.Input((None, FEATURES), name="x")
-    hidden = keras.layers.LSTM(UNITS, return_sequences=True)(x)
-    hidden = keras.layers.LSTM(UNITS, return_sequences=True)(hidden)
+    x = keras.Input((None, features), name="x")
+    hidden = keras.layers.LSTM(units, return_sequences=True)(x)
+    hidden = keras.layers.LSTM(units, return_sequences=True)(hidden)
     keras_file = directory / "lstm.keras"
     keras.Model(x, hidden).save(keras_file)
     exported = export_model(keras_file, name=MODEL_NAME, store=directory / "store", stateful=True, progress=False)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from serving import report  # noqa: E402
+from serving_load import build_model  # noqa: E402
 
 FEATURES = 8
 
@@ -42,20 +43,9 @@ def log(message: str) -> None:
 
 
 def build_store(directory: Path, units: int) -> Path:
-    """A stateful two-layer LSTM (states: h and c of each layer), exported into a store."""
-    import keras
-
-    from seqserve.export import export_model
-
-    keras.utils.set_random_seed(0)
-    x = keras.Input((None, FEATURES), name="x")
-    hidden = keras.layers.LSTM(units, return_sequences=True)(x)
-    hidden = keras.layers.LSTM(units, return_sequences=True)(hidden)
-    keras_file = directory / "lstm.keras"
-    keras.Model(x, hidden).save(keras_file)
-    store = directory / "store"
-    export_model(keras_file, name="lstm", store=store, stateful=True, progress=False)
-    return store
+    """The serving benchmark's stateful two-layer LSTM (states: h and c of each layer), exported into a store."""
+    _, model_dir = build_model(directory, features=FEATURES, units=units)
+    return model_dir.parent.parent
 
 
 async def measure(store: Path, counts: list[int], concurrency: int) -> list[dict[str, Any]]:
