@@ -166,20 +166,29 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
     if results.get("data_plane_in_process"):
         lines += [
             "",
-            "## The data plane alone (in process, no gRPC; batching on)",
+            "## In process, no gRPC: bare ORT, the batching engine, the data plane",
             "",
-            "`DataPlane.infer` called by N concurrent sessions on one event loop (serving/inprocess.py): sessions, "
-            "validation, batcher and ORT, without the protocol. Converters: decoding one step's ModelInferRequest "
-            "and encoding its response, timed alone.",
+            "One process per N (serving/inprocess.py), its three loads in interleaved windows on one loaded model: "
+            "bare ORT at batch N (states fed back); the batcher alone (N sessions step through `Batcher.run`: "
+            "gather states, one ORT run, scatter, each session packing its new states); `DataPlane.infer` called "
+            "by N sessions (the batcher plus validation, session turns and store, metrics). Converters: decoding "
+            "one step's ModelInferRequest and encoding its response, timed alone.",
             "",
-            "| N | steps/s | p50 ms | p99 ms | CPU ms/step | converters us/step |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| N | load | steps/s | per window | vs bare | p50 ms | p99 ms | CPU ms/step |",
+            "|---:|---|---:|---|---:|---:|---:|---:|",
         ]
         for d in results["data_plane_in_process"]:
-            lines.append(
-                f"| {d['sessions']} | {d['steps_per_s']:,.0f} | {d['latency_ms']['p50']:.2f} | "
-                f"{d['latency_ms']['p99']:.2f} | {d['cpu_ms_per_step']:.3f} | {d['converters_us_per_step']:.0f} |"
-            )
+            for mode, label in (("bare", "bare ORT"), ("batcher", "batcher"), ("data_plane", "data plane")):
+                m = d[mode]
+                ratio = "—" if mode == "bare" else f"{d[f'{mode}_vs_bare']:.2f}"
+                latency = "— | —" if mode == "bare" else f"{m['latency_ms']['p50']:.2f} | {m['latency_ms']['p99']:.2f}"
+                windows = " / ".join(f"{x:,.0f}" for x in m["steps_per_s_per_window"])
+                lines.append(
+                    f"| {d['sessions']} | {label} | {m['steps_per_s']:,.0f} | {windows} | {ratio} | {latency} | "
+                    f"{m['cpu_ms_per_step']:.3f} |"
+                )
+        converters = ", ".join(f"{d['converters_us_per_step']:.0f}" for d in results["data_plane_in_process"])
+        lines += ["", f"Converters, us per step (one reading per N): {converters}."]
     lines += [
         "",
         "## Bare ONNX Runtime (in process, single timestep, states fed back)",
@@ -221,7 +230,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def _throughput(ax: Any, results: dict[str, Any], configs: list[str], counts: list[int], by: dict[Any, Any]) -> None:
     bare = {(b["batch"], b["threads"]): b["steps_per_s"] for b in results["bare_ort"]}
-    in_process = {d["sessions"]: d["steps_per_s"] for d in results.get("data_plane_in_process", [])}
+    in_process = results.get("data_plane_in_process", [])
+    engine = {d["sessions"]: d["batcher"]["steps_per_s"] for d in in_process}
+    data_plane = {d["sessions"]: d["data_plane"]["steps_per_s"] for d in in_process}
     bar_configs = [c for c in configs if c != "echo"]
     width = 0.8 / max(len(bar_configs), 1)
     for j, config in enumerate(bar_configs):
@@ -235,7 +246,8 @@ def _throughput(ax: Any, results: dict[str, Any], configs: list[str], counts: li
             (by.get(("echo", n), {}).get("steps_per_s"), "k", "-", "echo server (protocol floor)"),
             (bare.get((n, "1")), "#7b3294", "--", "bare ORT, batch N, 1 thread"),
             (bare.get((n, "default")), "#7b3294", ":", "bare ORT, batch N, default threads"),
-            (in_process.get(n), "#8c510a", "-.", "seqserve data plane in process (no gRPC)"),
+            (engine.get(n), "#bf812d", "-.", "seqserve batching engine in process (no gRPC)"),
+            (data_plane.get(n), "#8c510a", "-.", "seqserve data plane in process (no gRPC)"),
         ]
         for value, color, style, label in lines:
             if value:

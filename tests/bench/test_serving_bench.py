@@ -69,6 +69,23 @@ def test_load_generator_against_the_echo_server(tmp_path: Path) -> None:
     assert result["errors"] == 0 and result["steps"] > 0
 
 
+@pytest.mark.slow
+def test_in_process_bench_interleaves_bare_ort_the_batcher_and_the_data_plane(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    write_lstm_model(store, "lstm", stateful=True)  # x [N, T, 3]
+    command = [sys.executable, "-m", "serving.inprocess", "--store", str(store), "--sessions", "4", "--seconds",
+               "0.6", "--rounds", "2", "--warmup", "0.1", "--features", "3"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for mode in ("bare", "batcher", "data_plane"):
+        assert result[mode]["steps_per_s"] > 0 and len(result[mode]["steps_per_s_per_window"]) == 2, mode
+    for mode in ("batcher", "data_plane"):
+        assert result[mode]["latency_ms"]["p50"] > 0
+        assert result[f"{mode}_vs_bare"] == result[mode]["steps_per_s"] / result["bare"]["steps_per_s"]
+
+
 def test_batch_histogram_difference_counts_the_batches_in_between() -> None:
     def exposition(counts: dict[str, int], total: float, n: int) -> str:
         lines = [f'seqserve_batch_size_bucket{{le="{le}",model="m",version="1"}} {c}' for le, c in counts.items()]
