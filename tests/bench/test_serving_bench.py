@@ -243,3 +243,16 @@ def test_session_memory_bench_measures_state_and_bookkeeping(tmp_path: Path) -> 
     assert all(r["state_bytes_per_session"] == 4 * 4 * 4 for r in rows)  # h and c of two LSTM(4), FP32
     assert all(0 < r["bookkeeping_bytes_per_session"] < 10_000 for r in rows)
     assert (tmp_path / "session-memory.png").stat().st_size > 0
+
+
+def test_ort_idle_gap_bench_times_runs_after_sleeping_and_spinning_pauses(tmp_path: Path) -> None:
+    import ort_idle_gap
+
+    argv = ["--gaps-ms", "0.1", "1", "--runs", "8", "--rounds", "2", "--features", "3", "--units", "4"]
+    assert ort_idle_gap.main([*argv, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "ort-idle-gap.json").read_text())["rows"]
+    assert [(r["kind"], r["gap_ms"]) for r in rows] == [
+        ("back to back", 0.0), ("sleep", 0.1), ("spin", 0.1), ("sleep", 1.0), ("spin", 1.0)
+    ]  # fmt: skip
+    assert all(r["runs"] == 8 and 0 < r["p10_ms"] <= r["p50_ms"] <= r["p90_ms"] for r in rows)
+    assert (tmp_path / "ort-idle-gap.png").stat().st_size > 0
