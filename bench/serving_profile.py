@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             server_cm = servers.echo(work, width=serving_load.UNITS)
         else:
             settings = serving_load.SEQSERVE_CONFIGS[args.config]
-            server_cm = servers.seqserve(store, work, args.config, settings, uvloop=args.config.endswith("uvloop"))
+            uvloop, rest = args.config.endswith("uvloop"), args.config.endswith("rest")
+            server_cm = servers.seqserve(store, work, args.config, settings, uvloop=uvloop, rest=rest)
         with server_cm as server:
             load_args = argparse.Namespace(channels=1, duration=args.seconds + 4, rounds=1, warmup=1.0)
             raw_path = work / "profile.raw"

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 
 from seqserve.errors import InvalidInput, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused as early as possible when it is over `limit` bytes.
+    """The whole body of a Starlette request; see `read_limited`."""
+    return await read_limited(request.stream(), request.headers.get("content-length"), limit)
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The body arriving as `chunks`, refused as early as possible when it is over `limit` bytes.
 
     A declared Content-Length over the limit is refused before a byte is read; a chunked body is
     counted while it streams in, so an endless upload cannot fill the server's memory.
     """
-    declared = request.headers.get("content-length")
     if declared is not None:
         try:
             length = int(declared)
@@ -21,11 +27,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InvalidInput(f"Content-Length header must be a byte count, got {declared!r}") from None
         if length > limit:
             raise PayloadTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
-    chunks = []
+    parts = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)

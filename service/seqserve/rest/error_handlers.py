@@ -37,10 +37,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, f"invalid request: {problems}")
 
 
+def unexpected_error_message(exc: Exception) -> str:
+    # A bug, not a client error: the client gets the class name only, never the message's internals.
+    return f"internal server error: {type(exc).__name__}"
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    # A bug, not a client error: the client gets the class name only. Starlette re-raises the
-    # exception after this response, so uvicorn logs the traceback once; no need to log it here.
-    return error_response(500, f"internal server error: {type(exc).__name__}")
+    # Starlette re-raises the exception after this response, so uvicorn logs the traceback once.
+    return error_response(500, unexpected_error_message(exc))
 
 
 def install_error_handlers(app: FastAPI) -> None:

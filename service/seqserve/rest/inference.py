@@ -1,4 +1,9 @@
-"""`POST /v2/models/{name}[/versions/{version}]/infer`: decode, call the data plane, encode."""
+"""`POST /v2/models/{name}[/versions/{version}]/infer`: decode, call the data plane, encode.
+
+`infer_body` is the whole endpoint on bytes in and bytes out. The ASGI fast path
+(`seqserve.rest.fast_path`) serves every infer request with it; the FastAPI routes below call it
+too, so the endpoints are listed in the OpenAPI document and work on the bare FastAPI app.
+"""
 
 from __future__ import annotations
 
@@ -19,20 +24,32 @@ from seqserve.rest.wire import peek_request_id
 log = logging.getLogger(__name__)
 
 
+async def infer_body(
+    dataplane: DataPlane, name: str, version: str | None, body: bytes, header_length: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers for a V2 infer request's `body`; raises SeqserveError for the
+    client (logged with the request's `id`; the data plane logs its own failures)."""
+    infer_request = _decode(body, header_length, name, version)
+    response = await dataplane.infer(infer_request)
+    try:
+        return encode_response(infer_request, response)
+    except SeqserveError as e:
+        log_failure(infer_request.id, name, version, e)
+        raise
+
+
 def inference_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v2/models", tags=["inference"])
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         # The raw Request, not a pydantic body parameter: tensor data must not go through FastAPI's
         # per-field validation, and the binary extension is not JSON at all.
-        infer_request = await _decode(request, name, version, settings.max_request_bytes)
-        # The data plane logs its own failures with the request's id.
-        response = await dataplane.infer(infer_request)
         try:
-            content, headers = encode_response(infer_request, response)
+            body = await read_body(request, settings.max_request_bytes)
         except SeqserveError as e:
-            _log_failure(infer_request.id, name, version, e)
+            log_failure(None, name, version, e)
             raise
+        content, headers = await infer_body(dataplane, name, version, body, request.headers.get(HEADER_LENGTH))
         return Response(content, headers=headers)
 
     @router.post("/{name}/infer")
@@ -46,18 +63,17 @@ def inference_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
     return router
 
 
-async def _decode(request: Request, name: str, version: str | None, limit: int) -> InferRequest:
+def _decode(body: bytes, header_length: str | None, name: str, version: str | None) -> InferRequest:
     header = b""
     try:
-        body = await read_body(request, limit)
-        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        header, binary = split_body(body, header_length)
         return decode_request(header, binary, name, version)
     except SeqserveError as e:
-        _log_failure(peek_request_id(header), name, version, e)
+        log_failure(peek_request_id(header), name, version, e)
         raise
 
 
-def _log_failure(request_id: str | None, name: str, version: str | None, error: SeqserveError) -> None:
+def log_failure(request_id: str | None, name: str, version: str | None, error: SeqserveError) -> None:
     # The V2 `id` ties a client's report to this line (DESIGN: "echoed ... and in the logs").
     which = f"model {name}" + (f" version {version}" if version else "")
     log.info("infer request %s for %s failed (%d): %s", request_id or "-", which, error.http_status, error)
