@@ -18,15 +18,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
 from seqserve.rest.binary_extension import HEADER_LENGTH
-from seqserve.rest.body import read_limited
 from seqserve.rest.error_handlers import error_response, unexpected_error_message
-from seqserve.rest.inference import infer_body, log_failure
+from seqserve.rest.inference import infer_body, read_infer_body
 
 log = logging.getLogger(__name__)
 
 # What FastAPI's `/v2/models/{name}/infer` and `/v2/models/{name}/versions/{version}/infer` match.
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-_HEADER_LENGTH = HEADER_LENGTH.lower().encode("latin-1")
+_HEADER_LENGTH = HEADER_LENGTH.lower()
 
 
 class _Disconnected(Exception):
@@ -50,18 +49,14 @@ class InferFastPath:
         await self.app(scope, receive, send)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
-        headers = dict(scope["headers"])  # ASGI header names are lower-case bytes
-        content_length = headers.get(b"content-length")
-        header_length = headers.get(_HEADER_LENGTH)
+        # ASGI header names are lower-case bytes; where a header repeats, the first counts (as in Starlette).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
-            try:
-                declared = None if content_length is None else content_length.decode("latin-1")
-                body = await read_limited(_body_chunks(receive), declared, self.max_request_bytes)
-            except SeqserveError as e:
-                log_failure(None, name, version, e)
-                raise
-            header_value = None if header_length is None else header_length.decode("latin-1")
-            content, response_headers = await infer_body(self.dataplane, name, version, body, header_value)
+            limit = self.max_request_bytes
+            body = await read_infer_body(_body_chunks(receive), headers.get("content-length"), limit, name, version)
+            content, response_headers = await infer_body(
+                self.dataplane, name, version, body, headers.get(_HEADER_LENGTH)
+            )
         except _Disconnected:
             return
         except SeqserveError as e:

@@ -8,6 +8,7 @@ too, so the endpoints are listed in the OpenAPI document and work on the bare Fa
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
 
@@ -16,12 +17,23 @@ from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
 from seqserve.inference import InferRequest
 from seqserve.rest.binary_extension import HEADER_LENGTH
-from seqserve.rest.body import read_body
+from seqserve.rest.body import read_limited
 from seqserve.rest.decode import decode_request, split_body
 from seqserve.rest.encode import encode_response
 from seqserve.rest.wire import peek_request_id
 
 log = logging.getLogger(__name__)
+
+
+async def read_infer_body(
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, name: str, version: str | None
+) -> bytes:
+    """An infer request's body, under `limit` bytes (`read_limited`); a refusal is logged like every failure."""
+    try:
+        return await read_limited(chunks, content_length, limit)
+    except SeqserveError as e:
+        log_failure(None, name, version, e)
+        raise
 
 
 async def infer_body(
@@ -44,11 +56,8 @@ def inference_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
     async def infer(request: Request, name: str, version: str | None) -> Response:
         # The raw Request, not a pydantic body parameter: tensor data must not go through FastAPI's
         # per-field validation, and the binary extension is not JSON at all.
-        try:
-            body = await read_body(request, settings.max_request_bytes)
-        except SeqserveError as e:
-            log_failure(None, name, version, e)
-            raise
+        content_length, limit = request.headers.get("content-length"), settings.max_request_bytes
+        body = await read_infer_body(request.stream(), content_length, limit, name, version)
         content, headers = await infer_body(dataplane, name, version, body, request.headers.get(HEADER_LENGTH))
         return Response(content, headers=headers)
 
