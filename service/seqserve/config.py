@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
+# Where batched runs happen (`batch_compute`).
+BatchCompute = Literal["auto", "loop", "thread"]
 
 
 class Settings(BaseSettings):
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
         "that are streaming (stepped in the last 0.1 s); it closes as soon as they are all in, so a lone stream "
         "never waits. 0 batches what is already waiting.",
     )
-    batch_compute: Literal["auto", "loop", "thread"] = Field(
+    batch_compute: BatchCompute = Field(
         "auto",
         description="Where batched runs happen: `loop` (on the event loop: no thread hand-off, best with few "
         "cores), `thread` (a compute thread per model version, overlapping ORT with the network), or `auto`: "

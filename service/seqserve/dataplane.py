@@ -14,13 +14,13 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from seqserve import __version__
 from seqserve.batching import Batcher, batchable
 from seqserve.batching.batcher import BatchStats
+from seqserve.config import BatchCompute
 from seqserve.datatypes import to_v2_datatype
 from seqserve.errors import InvalidInput, SeqserveError, SessionConflict, SessionNotFound
 from seqserve.inference import (
@@ -404,9 +404,6 @@ class _BatcherEntry:
     model: OrtModel
     config: ModelConfig
     batcher: Batcher | None
-
-
-BatchCompute = Literal["auto", "loop", "thread"]
 
 
 @dataclass(frozen=True)
