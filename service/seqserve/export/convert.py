@@ -15,6 +15,7 @@ from seqserve.export import registry
 from seqserve.export.builder import GraphBuilder
 from seqserve.export.context import CallValues, ConvertContext, StateRecord, Value
 from seqserve.export.convert_dtypes import ONNX_DTYPES
+from seqserve.keras.config import keras3_tensors
 from seqserve.keras.model import KerasModel, Layer, LayerCall, TensorRef
 
 _DTYPES = ONNX_DTYPES
@@ -159,25 +160,6 @@ _STATE_CALLS = {
 }
 
 
-def _holds_tensor(obj: object) -> bool:
-    """A raw Keras 3 call argument that is (or nests) a Keras tensor."""
-    if isinstance(obj, dict):
-        return obj.get("class_name") == "__keras_tensor__" or any(_holds_tensor(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_holds_tensor(v) for v in obj)
-    return False
-
-
-def _n_tensors(obj: object) -> int:
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            return 1
-        return sum(_n_tensors(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_n_tensors(v) for v in obj)
-    return 0
-
-
 def call_inputs(model: KerasModel, layer: Layer, call: LayerCall) -> tuple[list[TensorRef], list[TensorRef]]:
     """(inputs, initial states) of a call. A Keras 3 recurrent layer may get its states as the
     second positional argument, `lstm(x, [h, c])` (`call(sequences, initial_state, ...)`); the
@@ -188,10 +170,10 @@ def call_inputs(model: KerasModel, layer: Layer, call: LayerCall) -> tuple[list[
         and layer.class_name in _STATE_CALLS
         and not call.initial_state
         and len(args) >= 2
-        and _holds_tensor(args[1])
-        and not any(_holds_tensor(a) for a in args[2:])
+        and keras3_tensors(args[1])
+        and not any(keras3_tensors(a) for a in args[2:])
     ):
-        n = _n_tensors(args[0])
+        n = len(keras3_tensors(args[0]))
         if 0 < n < len(call.inputs):
             return call.inputs[:n], call.inputs[n:]
     return call.inputs, call.initial_state
@@ -211,7 +193,7 @@ def keras_passes_mask(model: KerasModel, call: LayerCall) -> bool:
     """
     if model.keras_major < 3:
         return True
-    n_args = sum(1 for a in call.args if _holds_tensor(a)) if call.args else 1
+    n_args = sum(1 for a in call.args if keras3_tensors(a)) if call.args else 1
     return n_args + (1 if call.initial_state else 0) <= 1
 
 

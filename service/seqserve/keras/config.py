@@ -140,8 +140,8 @@ def _refs(spec: Any) -> list[TensorRef]:
     return out
 
 
-def _keras3_tensors(obj: Any) -> list[TensorRef]:
-    """Every `__keras_tensor__` inside a Keras 3 call argument, in order."""
+def keras3_tensors(obj: Any) -> list[TensorRef]:
+    """Every `__keras_tensor__` inside a raw Keras 3 call argument, in order."""
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
             hist = (obj.get("config") or {}).get("keras_history")
@@ -150,12 +150,12 @@ def _keras3_tensors(obj: Any) -> list[TensorRef]:
             return [TensorRef(str(hist[0]), int(hist[1]), int(hist[2]))]
         out: list[TensorRef] = []
         for v in obj.values():
-            out.extend(_keras3_tensors(v))
+            out.extend(keras3_tensors(v))
         return out
     if isinstance(obj, (list, tuple)):
         out = []
         for v in obj:
-            out.extend(_keras3_tensors(v))
+            out.extend(keras3_tensors(v))
         return out
     return []
 
@@ -168,12 +168,12 @@ def _legacy_ref(item: Any) -> TensorRef | None:
 
 def _parse_call(layer: Layer, node: Any, path: str) -> LayerCall:
     if isinstance(node, dict):  # Keras 3
-        inputs = _keras3_tensors(node.get("args", []))
+        inputs = keras3_tensors(node.get("args", []))
         kwargs = dict(node.get("kwargs") or {})
-        initial = _keras3_tensors(kwargs.pop("initial_state", None))
-        masks = _keras3_tensors(kwargs.pop("mask", None))
+        initial = keras3_tensors(kwargs.pop("initial_state", None))
+        masks = keras3_tensors(kwargs.pop("mask", None))
         for key, value in kwargs.items():
-            if _keras3_tensors(value):
+            if keras3_tensors(value):
                 raise ExportError(f"{path}: layer {layer.name!r}: tensor-valued call argument {key!r} is not supported")
         args = node.get("args", [])
         return LayerCall(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from seqserve.keras.config import keras3_tensors
 from seqserve.keras.model import KerasModel, Layer, LayerCall, TensorRef
 
 Array = np.ndarray
@@ -349,17 +350,6 @@ class _Runner:
         raise NoReference(cls)
 
 
-def _tensors_in(obj: Any) -> int:
-    """How many Keras tensors a raw Keras 3 call argument holds."""
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            return 1
-        return sum(_tensors_in(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensors_in(v) for v in obj)
-    return 0
-
-
 _TAKES_STATES = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 
 
@@ -368,7 +358,7 @@ def _split_states(model: KerasModel, layer: Layer, call: LayerCall) -> tuple[lis
     initial_state, ...)`) are read as inputs; they are the initial state."""
     args = call.args
     if model.keras_major >= 3 and layer.class_name in _TAKES_STATES and not call.initial_state and len(args) >= 2:
-        counts = [_tensors_in(a) for a in args]
+        counts = [len(keras3_tensors(a)) for a in args]
         if counts[1] and not any(counts[2:]) and 0 < counts[0] < len(call.inputs):
             return call.inputs[: counts[0]], call.inputs[counts[0] :]
     return call.inputs, call.initial_state
@@ -381,7 +371,7 @@ def _gets_mask(model: KerasModel, call: LayerCall) -> bool:
     puts Keras-tensor states into the inputs list; RNN.call takes the first input's mask)."""
     if model.keras_major < 3:
         return True
-    n = sum(1 for a in call.args if _tensors_in(a)) if call.args else 1
+    n = sum(1 for a in call.args if keras3_tensors(a)) if call.args else 1
     return n + (1 if call.initial_state else 0) <= 1
 
 
