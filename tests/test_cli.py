@@ -38,3 +38,14 @@ def test_export_of_a_bad_file_fails_with_one_line_and_leaves_the_store_untouched
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("seqserve export: error:") and "broken.keras" in lines[0]
     assert not (store / "m").exists() or not any((store / "m").iterdir())
+
+
+def test_exporting_loads_neither_the_grpc_stack_nor_the_server() -> None:
+    probe = (
+        "import sys, seqserve.cli, seqserve.export, seqserve.reference\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('grpc', 'fastapi', 'uvicorn')}))\n"
+        "serving = ('seqserve.dataplane', 'seqserve.rest', 'seqserve.grpc')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(serving)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines() == ["[]", "[]"]

@@ -1,21 +1,21 @@
 """The one error hierarchy of seqserve.
 
-Every error knows its HTTP status and its gRPC status code, so REST and gRPC can never disagree on
-what a failure means (one table, read by both front ends).
+Every error knows its HTTP status and the name of its gRPC status code, so REST and gRPC can never
+disagree on what a failure means (one table, read by both front ends). The name is turned into
+grpcio's enum in `seqserve.grpc.status`, so exporting a model never loads the gRPC stack.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-import grpc
-
 
 class SeqserveError(Exception):
     """Base of every error seqserve reports to a client or a user."""
 
     http_status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
-    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # The name of a grpc.StatusCode member.
+    grpc_status: str = "INTERNAL"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -29,60 +29,60 @@ class InvalidInput(SeqserveError):
     """The request is malformed or does not match the model's signature."""
 
     http_status = HTTPStatus.BAD_REQUEST
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_status = "INVALID_ARGUMENT"
 
 
 class ModelNotFound(SeqserveError):
     """No such model, or no such version of it, in the store."""
 
     http_status = HTTPStatus.NOT_FOUND
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    grpc_status = "NOT_FOUND"
 
 
 class ModelNotReady(SeqserveError):
     """The model exists but cannot serve right now (loading, or failed to load)."""
 
     http_status = HTTPStatus.SERVICE_UNAVAILABLE
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    grpc_status = "UNAVAILABLE"
 
 
 class PayloadTooLarge(SeqserveError):
     """The request body is larger than the configured limit."""
 
     http_status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class SessionConflict(SeqserveError):
     """Another request of the same session is being applied, or it was advanced elsewhere."""
 
     http_status = HTTPStatus.CONFLICT
-    grpc_code = grpc.StatusCode.ABORTED
+    grpc_status = "ABORTED"
 
 
 class SessionNotFound(SeqserveError):
     """The session is unknown, has ended, expired or was evicted."""
 
     http_status = HTTPStatus.NOT_FOUND
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    grpc_status = "NOT_FOUND"
 
 
 class LimitExceeded(SeqserveError):
     """A configured limit (sessions, state bytes, batch size) would be exceeded."""
 
     http_status = HTTPStatus.TOO_MANY_REQUESTS
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class InferenceFailed(SeqserveError):
     """ONNX Runtime failed to run a request that passed validation."""
 
     http_status = HTTPStatus.INTERNAL_SERVER_ERROR
-    grpc_code = grpc.StatusCode.INTERNAL
+    grpc_status = "INTERNAL"
 
 
 class ExportError(SeqserveError):
     """A Keras file cannot be exported: corrupt, truncated, unsupported or unsafe."""
 
     http_status = HTTPStatus.BAD_REQUEST
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_status = "INVALID_ARGUMENT"

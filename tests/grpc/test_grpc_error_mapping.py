@@ -15,16 +15,21 @@ import pytest
 from helpers.server import free_port
 from seqserve.config import Settings
 from seqserve.errors import (
+    ExportError,
+    InferenceFailed,
     InvalidInput,
     LimitExceeded,
     ModelNotFound,
     ModelNotReady,
+    PayloadTooLarge,
     SeqserveError,
     SessionConflict,
+    SessionNotFound,
 )
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from seqserve.grpc.server import create_grpc_server
+from seqserve.grpc.status import grpc_code
 from seqserve.inference import InferRequest, InferResponse, Tensor
 
 
@@ -74,14 +79,52 @@ def _request(model: str, request_id: str = "") -> pb.ModelInferRequest:
     return request
 
 
-@pytest.mark.parametrize("model", [m for m, e in FailingDataPlane.failures.items() if isinstance(e, SeqserveError)])
-async def test_each_seqserve_error_becomes_its_own_grpc_code(stub: GRPCInferenceServiceStub, model: str) -> None:
-    error = FailingDataPlane.failures[model]
-    assert isinstance(error, SeqserveError)
+# The table of the README, written out: a class whose code drifts from it fails here.
+EXPECTED_CODES = {
+    "not-found": grpc.StatusCode.NOT_FOUND,
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "not-ready": grpc.StatusCode.UNAVAILABLE,
+    "conflict": grpc.StatusCode.ABORTED,
+    "limit": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+@pytest.mark.parametrize(("model", "code"), list(EXPECTED_CODES.items()))
+async def test_each_seqserve_error_becomes_its_own_grpc_code(
+    stub: GRPCInferenceServiceStub, model: str, code: grpc.StatusCode
+) -> None:
+    message = FailingDataPlane.failures[model].args[0]
     for call in (stub.ModelInfer(_request(model)), stub.ModelReady(pb.ModelReadyRequest(name=model))):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
-        assert (caught.value.code(), caught.value.details()) == (error.grpc_code, error.message)
+        assert (caught.value.code(), caught.value.details()) == (code, message)
+
+
+@pytest.mark.parametrize(
+    ("error", "http", "code"),
+    [
+        (InvalidInput, 400, grpc.StatusCode.INVALID_ARGUMENT),
+        (ExportError, 400, grpc.StatusCode.INVALID_ARGUMENT),
+        (ModelNotFound, 404, grpc.StatusCode.NOT_FOUND),
+        (SessionNotFound, 404, grpc.StatusCode.NOT_FOUND),
+        (SessionConflict, 409, grpc.StatusCode.ABORTED),
+        (PayloadTooLarge, 413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (LimitExceeded, 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (InferenceFailed, 500, grpc.StatusCode.INTERNAL),
+        (ModelNotReady, 503, grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+def test_every_error_class_has_the_statuses_of_the_readme_table(
+    error: type[SeqserveError], http: int, code: grpc.StatusCode
+) -> None:
+    instance = error("x")
+    assert (instance.http_status, grpc_code(instance)) == (http, code)
+
+
+def test_every_error_class_is_in_the_table_above() -> None:
+    classes = {InvalidInput, ExportError, ModelNotFound, SessionNotFound, SessionConflict, PayloadTooLarge}
+    classes |= {LimitExceeded, InferenceFailed, ModelNotReady}
+    assert set(SeqserveError.__subclasses__()) == classes
 
 
 async def test_an_unexpected_exception_is_internal_with_a_message(stub: GRPCInferenceServiceStub) -> None:

@@ -1,6 +1,6 @@
 """The one place where a failure inside an inference RPC becomes a gRPC status.
 
-A SeqserveError carries its own gRPC code (seqserve.errors: one table for REST and gRPC), so the
+A SeqserveError names its own gRPC code (seqserve.errors: one table for REST and gRPC), so the
 servicer just raises; anything else is a bug on our side: logged with its traceback and answered
 as INTERNAL with a message, never as grpc's bare "Unexpected error".
 """
@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from seqserve.errors import SeqserveError
+from seqserve.grpc.status import grpc_code
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..
         except grpc.aio.AbortError:
             raise
         except SeqserveError as e:
-            await context.abort(e.grpc_code, e.message)
+            await context.abort(grpc_code(e), e.message)
         except Exception as e:
             log.exception("%s failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, internal_error_message(method, e))
