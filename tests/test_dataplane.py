@@ -28,7 +28,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataplane(store: Path) -> Iterator[DataPlane]:
     plane = build_dataplane(Settings(store=store, device="cpu"))
     yield plane
-    plane._executor.shutdown()
+    plane.store.close()
 
 
 def _x(batch: int = 2, steps: int = 5) -> np.ndarray:
@@ -100,10 +100,10 @@ async def test_integer_inputs_and_metadata(dataplane: DataPlane) -> None:
     tokens = np.array([[1, 2, 3], [4, 5, 0]], dtype=np.int64)
     response = await dataplane.infer(InferRequest("embed", inputs=[Tensor("tokens", "INT64", tokens)]))
     np.testing.assert_allclose(response.outputs[0].data, [[1.2, 1.5], [1.8, 2.1]], rtol=1e-6)
-    metadata = dataplane.model_metadata("lstm")
+    metadata = dataplane.catalog.model_metadata("lstm")
     assert metadata.platform == "onnxruntime_onnx"
     assert [(t.name, t.datatype, t.shape) for t in metadata.inputs] == [("x", "FP32", [-1, -1, 3])]
-    assert dataplane.ready() and dataplane.model_ready("embed")
+    assert dataplane.catalog.ready() and dataplane.catalog.model_ready("embed")
 
 
 async def test_failures_and_requests_are_counted_per_model(dataplane: DataPlane) -> None:

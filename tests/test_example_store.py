@@ -27,7 +27,7 @@ async def test_each_example_model_serves_as_documented(name: str) -> None:
     input_name, datatype, features, output_name, stateful = EXAMPLES[name]
     plane = build_dataplane(Settings(store=STORE, device="cpu"))
     try:
-        assert plane.model_ready(name)
+        assert plane.catalog.model_ready(name)
         signature = plane.store.get_ready(name).signature
         assert signature is not None and signature.stateful is stateful
         assert [(t.name, t.datatype, t.shape[2:]) for t in signature.inputs] == [(input_name, datatype, features)]

@@ -50,10 +50,10 @@ class Engine:
 
         settings = Settings(store=store, device="cpu", batching=True, store_poll_seconds=0, max_sequence_idle=0)
         self.dataplane = build_dataplane(settings)
-        mv = self.dataplane.store.get_ready(MODEL)
-        self.model, self.signature = mv.model, mv.signature
-        options = self.dataplane.batching_options(mv)
-        self.batcher = Batcher(self.model.run, None, max_batch_size=options.max_batch_size,
+        runner = self.dataplane.store.get_ready(MODEL).runner
+        self.model, self.signature = runner.model, runner.signature
+        options = runner.settings
+        self.batcher = Batcher(self.model.run, False, max_batch_size=options.max_batch_size,
                                max_queue_delay=options.max_queue_delay,
                                sequence_batch_delay=options.sequence_batch_delay)  # fmt: skip
         self.features = features
@@ -152,7 +152,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             for mode in MODES:
                 windows[mode].append(await _window(mode, engine, args.sessions, args.warmup, window))
     finally:
-        await engine.batcher.close()
+        engine.batcher.close()
         await engine.dataplane.close()
     result: dict[str, Any] = {"sessions": args.sessions, "rounds": args.rounds}
     result.update({mode: _summary(windows[mode]) for mode in MODES})

@@ -1,65 +1,42 @@
-"""Server-wide settings: one pydantic-settings class, every field also a SEQSERVE_* variable."""
+"""Server-wide settings: one pydantic-settings class, every field also a SEQSERVE_* variable.
+
+The settings a model may override in its `config.yaml` are declared once, in `ModelDefaults`; the
+server's values of them are the defaults every model starts from (`seqserve.store.model_config`
+merges the two, once per change of the file).
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
 # Where batched runs happen (`batch_compute`).
 BatchCompute = Literal["auto", "loop", "thread"]
 
+_SESSION_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 
-class Settings(BaseSettings):
-    """What `seqserve serve` runs with. CLI flags override the environment, which overrides these defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore")
-
-    store: Path = Field(Path("model_store"), description="Model store directory: <store>/<name>/<version>/.")
-    host: str = Field("0.0.0.0", description="Address both servers bind to.")
-    http_port: int = Field(8000, description="REST (KServe V2 + binary tensor extension) port; 0 disables REST.")
-    grpc_port: int = Field(8001, description="gRPC (inference.GRPCInferenceService) port; 0 disables gRPC.")
-    device: Device = Field(
-        "auto", description="Execution provider: cuda, cpu, or auto (CUDA when onnxruntime-gpu sees a GPU)."
-    )
-    cuda_tf32: bool = Field(
-        False, description="Allow TF32 on CUDA. Off by default: with it on, cuDNN LSTMs differ from Keras by ~1e-3."
-    )
-    intra_op_threads: int = Field(
-        1,
-        description="ONNX Runtime intra-op threads per model (0 = ORT default). One is the default because "
-        "spinning ORT workers starve the event loop on small machines; raise it for long sequences.",
-    )
-    inter_op_threads: int = Field(1, description="ONNX Runtime inter-op threads per model (0 = ORT default).")
-    allow_spinning: bool = Field(False, description="Let ORT worker threads spin while waiting for work.")
-    inline_max_elements: int = Field(
-        16384,
-        description="With batching off (for the model): requests whose tensors (inputs and states) hold at "
-        "most this many elements run on the event loop itself, larger ones on a compute thread; handing a "
-        "tiny step to a thread costs more than running it. 0 sends every request to a thread. Batched runs "
-        "follow `batch_compute` instead.",
-    )
-    max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body (HTTP 413 above).")
-    store_poll_seconds: float = Field(
-        2.0, description="How often the store directory is re-scanned for added or removed versions (0 = never)."
-    )
-    warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
-    log_level: str = Field("info", description="Python logging level name.")
+class ModelDefaults(BaseModel):
+    """What a model runs with unless its config.yaml says otherwise."""
 
     batching: bool = Field(
         True, description="Gather concurrent requests and sequence steps of a model into one ORT run."
     )
-    max_batch_size: int = Field(64, description="Most samples (batch rows) in one batched run.")
+    max_batch_size: int = Field(64, ge=1, description="Most samples (batch rows) in one batched run.")
     max_queue_delay: float = Field(
         0.0,
+        ge=0,
         description="Seconds a batch waits for more stateless requests after its first arrived. 0 batches what "
         "is already waiting (requests pile up while the previous batch runs), adding no latency when idle.",
     )
     sequence_batch_delay: float = Field(
         0.002,
+        ge=0,
         description="Seconds a batch of sequence steps waits, at most, for the next steps of the other sessions "
         "that are streaming (stepped in the last 0.1 s); it closes as soon as they are all in, so a lone stream "
         "never waits. 0 batches what is already waiting.",
@@ -70,20 +47,82 @@ class Settings(BaseSettings):
         "cores), `thread` (a compute thread per model version, overlapping ORT with the network), or `auto`: "
         "thread for a model on CUDA, loop on CPU.",
     )
+    inline_max_elements: int = Field(
+        16384,
+        ge=0,
+        description="With batching off: requests whose tensors (inputs and states) hold at most this many "
+        "elements run on the event loop itself, larger ones on a compute thread; handing a tiny step to a "
+        "thread costs more than running it. 0 sends every request to a thread. Batched runs follow "
+        "`batch_compute` instead.",
+    )
+    max_sequence_idle: float = Field(
+        300.0, ge=0, description="Seconds a sequence may stay idle before its state is dropped (0 = never)."
+    )
+
+
+class Settings(BaseSettings, ModelDefaults):
+    """What `seqserve serve` runs with. CLI flags override the environment, which overrides these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore")
+
+    store: Path = Field(Path("model_store"), description="Model store directory: <store>/<name>/<version>/.")
+    host: str = Field("0.0.0.0", description="Address both servers bind to.")
+    http_port: int = Field(
+        8000, ge=0, le=65535, description="REST (KServe V2 + binary tensor extension) port; 0 disables REST."
+    )
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="gRPC (inference.GRPCInferenceService) port; 0 disables gRPC."
+    )
+    device: Device = Field(
+        "auto", description="Execution provider: cuda, cpu, or auto (CUDA when onnxruntime-gpu sees a GPU)."
+    )
+    cuda_tf32: bool = Field(
+        False, description="Allow TF32 on CUDA. Off by default: with it on, cuDNN LSTMs differ from Keras by ~1e-3."
+    )
+    intra_op_threads: int = Field(
+        1,
+        ge=0,
+        description="ONNX Runtime intra-op threads per model (0 = ORT default). One is the default because "
+        "spinning ORT workers starve the event loop on small machines; raise it for long sequences.",
+    )
+    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads per model (0 = ORT default).")
+    allow_spinning: bool = Field(False, description="Let ORT worker threads spin while waiting for work.")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest accepted request body (HTTP 413 above)."
+    )
+    store_poll_seconds: float = Field(
+        2.0, ge=0, description="How often the store directory is re-scanned for added or removed versions (0 = never)."
+    )
+    warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
+    log_level: str = Field("info", description="Python logging level name (debug, info, warning, error, critical).")
 
     sessions: str = Field(
         "memory", description="Where session states live: `memory` (this process) or `redis://host:port/db`."
     )
-    max_sequence_idle: float = Field(
-        300.0, description="Seconds a sequence may stay idle before its state is dropped (0 = never)."
+    max_sessions: int = Field(100_000, ge=1, description="Most sessions held at once, over every model.")
+    max_session_bytes: int = Field(
+        1 << 30, ge=1, description="Most bytes of session state held at once, over every model (memory store)."
     )
-    max_sessions: int = Field(100_000, description="Most sessions held at once (memory store).")
-    max_session_bytes: int = Field(1 << 30, description="Most bytes of session state held at once (memory store).")
     session_eviction_grace: float = Field(
         5.0,
+        ge=0,
         description="When full, the least recently used session is evicted only if idle this many seconds; "
         "otherwise a new session is refused, so a flood of new sessions cannot push out active streams.",
     )
     max_pending_per_session: int = Field(
-        16, description="Requests of one session that may wait for their turn; more are refused."
+        16, ge=1, description="Requests of one session that may wait for their turn; more are refused."
     )
+
+    @field_validator("sessions")
+    @classmethod
+    def _session_store(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(_SESSION_STORE_SCHEMES):
+            raise ValueError(f"expected 'memory' or a Redis URL (redis://host:port/db), not {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError(f"expected debug, info, warning, error or critical, not {value!r}")
+        return value

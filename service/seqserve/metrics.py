@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ class Metrics:
             registry=self.registry,
         )
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
+        self._failure_reasons: dict[tuple[str, str], set[str]] = {}
 
     def of(self, model: str, version: str) -> VersionMetrics:
         """The labelled series of one model version, looked up once (labels() costs microseconds per call)."""
@@ -80,6 +82,21 @@ class Metrics:
                 batch_size=self.batch_size.labels(model, version),
             )
         return found
+
+    def forget(self, model: str, version: str) -> None:
+        """Drops every series of a model version that was unloaded, so versions that come and go do
+        not pile up series (and memory) in the exposition."""
+        self._versions.pop((model, version), None)
+        for family in (self.requests, self.request_seconds, self.queue_seconds, self.compute_seconds, self.batch_size):
+            with contextlib.suppress(KeyError):
+                family.remove(model, version)
+        for reason in self._failure_reasons.pop((model, version), set()):
+            self.failures.remove(model, version, reason)
+
+    def failed(self, model: str, version: str, reason: str) -> None:
+        """Counts a failed request of a model version, by error class."""
+        self._failure_reasons.setdefault((model, version), set()).add(reason)
+        self.failures.labels(model, version, reason).inc()
 
     def watch_sessions(self, store: Any) -> None:
         """Reports the session store's counts at scrape time (stores keep them; nothing to keep in sync)."""

@@ -5,32 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 from seqserve.config import Settings
-from seqserve.dataplane import BatchingOptions, DataPlane
-from seqserve.runtime.providers import resolve_providers
-from seqserve.runtime.session import OrtModel, session_options
+from seqserve.dataplane import DataPlane
+from seqserve.metrics import Metrics
+from seqserve.runner import RunnerFactory
 from seqserve.sessions.manager import SessionManager
 from seqserve.sessions.stores import MemoryStateStore, StateStore
-from seqserve.store.model_store import Loader, ModelStore
-from seqserve.store.signature import Signature
+from seqserve.store.model_store import ModelStore
 
 log = logging.getLogger(__name__)
-
-
-def model_loader(settings: Settings) -> Loader:
-    """How the store turns a version directory into a runnable, warmed-up model."""
-    providers = resolve_providers(settings.device, settings.cuda_tf32)
-
-    def load(model_path: Path, signature: Signature) -> OrtModel:
-        options = session_options(settings.intra_op_threads, settings.inter_op_threads, settings.allow_spinning)
-        model = OrtModel(model_path, signature, providers, options)
-        if settings.warmup:
-            model.warm_up()
-        return model
-
-    return load
 
 
 def state_store(settings: Settings) -> StateStore:
@@ -41,30 +25,30 @@ def state_store(settings: Settings) -> StateStore:
             idle_timeout=settings.max_sequence_idle,
             eviction_grace=settings.session_eviction_grace,
         )
-    if settings.sessions.startswith(("redis://", "rediss://", "unix://")):
-        from seqserve.sessions.redis_store import RedisStateStore
+    from seqserve.sessions.redis_store import RedisStateStore
 
-        return RedisStateStore(
-            settings.sessions,
-            max_sessions=settings.max_sessions,
-            idle_timeout=settings.max_sequence_idle,
-            eviction_grace=settings.session_eviction_grace,
-        )
-    raise ValueError(f"unknown session store {settings.sessions!r}; expected 'memory' or 'redis://host:port/db'")
+    return RedisStateStore(
+        settings.sessions,
+        max_sessions=settings.max_sessions,
+        idle_timeout=settings.max_sequence_idle,
+        eviction_grace=settings.session_eviction_grace,
+    )
 
 
 def build_dataplane(settings: Settings) -> DataPlane:
-    store = ModelStore(settings.store, model_loader(settings), drain_seconds=settings.max_sequence_idle)
-    store.scan()
+    """The store (loading every version's runner), the session manager and the data plane over them."""
+    metrics = Metrics()
     sessions = SessionManager(state_store(settings), max_pending=settings.max_pending_per_session)
-    batching = BatchingOptions(
-        enabled=settings.batching,
-        max_batch_size=settings.max_batch_size,
-        max_queue_delay=settings.max_queue_delay,
-        sequence_batch_delay=settings.sequence_batch_delay,
-        compute=settings.batch_compute,
+
+    def in_use(name: str, version: int) -> bool | None:
+        count = sessions.store.sessions_on(name, version)
+        return None if count is None else count > 0
+
+    store = ModelStore(
+        settings.store, RunnerFactory(settings, metrics), drain_seconds=settings.max_sequence_idle, in_use=in_use
     )
-    return DataPlane(store, sessions, inline_max_elements=settings.inline_max_elements, batching=batching)
+    store.scan()
+    return DataPlane(store, sessions, metrics)
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:

@@ -116,3 +116,12 @@ def _names(specs: list[TensorSpec]) -> str:
 
 def _shape_text(shape: list[int]) -> str:
     return "[" + ", ".join("-1 (any)" if d < 0 else str(d) for d in shape) + "]"
+
+
+def require_stateful(signature: Signature, model_name: str) -> None:
+    """Sequences need state inputs and outputs in the graph: only models exported stateful have them."""
+    if not signature.stateful:
+        raise InvalidInput(
+            f"model '{model_name}' was exported without state, so it cannot carry a sequence; "
+            "export it with `seqserve export --stateful`"
+        )

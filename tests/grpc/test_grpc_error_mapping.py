@@ -45,6 +45,10 @@ class FailingDataPlane:
         "bug": ZeroDivisionError("division by zero"),
     }
 
+    @property
+    def catalog(self) -> FailingDataPlane:  # health and readiness answers live here too
+        return self
+
     def live(self) -> bool:
         return True
 

@@ -28,20 +28,27 @@ def _save(model: onnx.ModelProto, signature: Signature, store: Path, name: str, 
 
 
 def write_lstm_model(
-    store: Path, name: str = "lstm", version: int = 1, seed: int = 0, stateful: bool = False
+    store: Path,
+    name: str = "lstm",
+    version: int = 1,
+    seed: int = 0,
+    stateful: bool = False,
+    features: int = FEATURES,
+    units: int = UNITS,
 ) -> Path:
-    """x [N,T,3] -> LSTM(4) -> `last` [N,4] and `sequence` [N,T,4]; states `lstm.h`, `lstm.c`."""
+    """x [N,T,3] -> LSTM(4) -> `last` [N,4] and `sequence` [N,T,4]; states `lstm.h`, `lstm.c` (other
+    sizes on request: a larger model shows what a leak of it would cost)."""
     rng = np.random.default_rng(seed)
-    w = rng.uniform(-0.5, 0.5, (1, 4 * UNITS, FEATURES)).astype(np.float32)
-    r = rng.uniform(-0.5, 0.5, (1, 4 * UNITS, UNITS)).astype(np.float32)
-    b = rng.uniform(-0.5, 0.5, (1, 8 * UNITS)).astype(np.float32)
+    w = rng.uniform(-0.5, 0.5, (1, 4 * units, features)).astype(np.float32)
+    r = rng.uniform(-0.5, 0.5, (1, 4 * units, units)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, (1, 8 * units)).astype(np.float32)
     axis0 = numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0")
     # ORT's CPU LSTM takes time-major tensors only (layout=0): transpose around it.
     nodes = [
         helper.make_node("Transpose", ["x"], ["x_tnf"], perm=[1, 0, 2]),
         helper.make_node("Unsqueeze", ["state_in.lstm.h", "axis0"], ["h0"]),
         helper.make_node("Unsqueeze", ["state_in.lstm.c", "axis0"], ["c0"]),
-        helper.make_node("LSTM", ["x_tnf", "W", "R", "B", "", "h0", "c0"], ["Y", "Y_h", "Y_c"], hidden_size=UNITS),
+        helper.make_node("LSTM", ["x_tnf", "W", "R", "B", "", "h0", "c0"], ["Y", "Y_h", "Y_c"], hidden_size=units),
         helper.make_node("Squeeze", ["Y", "axis1"], ["y_tnh"]),
         helper.make_node("Transpose", ["y_tnh"], ["sequence"], perm=[1, 0, 2]),
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["last"]),
@@ -52,15 +59,15 @@ def write_lstm_model(
         nodes,
         "lstm",
         inputs=[
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", FEATURES]),
-            helper.make_tensor_value_info("state_in.lstm.h", TensorProto.FLOAT, ["N", UNITS]),
-            helper.make_tensor_value_info("state_in.lstm.c", TensorProto.FLOAT, ["N", UNITS]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", features]),
+            helper.make_tensor_value_info("state_in.lstm.h", TensorProto.FLOAT, ["N", units]),
+            helper.make_tensor_value_info("state_in.lstm.c", TensorProto.FLOAT, ["N", units]),
         ],
         outputs=[
-            helper.make_tensor_value_info("last", TensorProto.FLOAT, ["N", UNITS]),
-            helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", "T", UNITS]),
-            helper.make_tensor_value_info("state_out.lstm.h", TensorProto.FLOAT, ["N", UNITS]),
-            helper.make_tensor_value_info("state_out.lstm.c", TensorProto.FLOAT, ["N", UNITS]),
+            helper.make_tensor_value_info("last", TensorProto.FLOAT, ["N", units]),
+            helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", "T", units]),
+            helper.make_tensor_value_info("state_out.lstm.h", TensorProto.FLOAT, ["N", units]),
+            helper.make_tensor_value_info("state_out.lstm.c", TensorProto.FLOAT, ["N", units]),
         ],
         initializer=[
             numpy_helper.from_array(w, "W"),
@@ -72,10 +79,10 @@ def write_lstm_model(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     signature = Signature(
-        inputs=[TensorSpec("x", "FP32", [-1, -1, FEATURES])],
-        outputs=[TensorSpec("last", "FP32", [-1, UNITS]), TensorSpec("sequence", "FP32", [-1, -1, UNITS])],
+        inputs=[TensorSpec("x", "FP32", [-1, -1, features])],
+        outputs=[TensorSpec("last", "FP32", [-1, units]), TensorSpec("sequence", "FP32", [-1, -1, units])],
         states=[
-            StateSpec(f"lstm.{k}", f"state_in.lstm.{k}", f"state_out.lstm.{k}", "FP32", [-1, UNITS], "lstm", k)
+            StateSpec(f"lstm.{k}", f"state_in.lstm.{k}", f"state_out.lstm.{k}", "FP32", [-1, units], "lstm", k)
             for k in ("h", "c")
         ],
         stateful=stateful,

@@ -153,4 +153,5 @@ async def test_a_client_that_leaves_mid_body_gets_no_answer_and_runs_nothing(
     scope = {"type": "http", "method": "POST", "path": "/v2/models/lstm/infer", "headers": [], "root_path": ""}
     await create_app(dataplane, settings)(scope, receive, send)
     assert sent == []
-    assert dataplane.batch_stats("lstm", 1) is None  # the model never ran: no batcher was made
+    stats = dataplane.store.get_ready("lstm").runner.batch_stats
+    assert stats is not None and stats.runs == 0  # the model never ran

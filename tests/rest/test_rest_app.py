@@ -14,6 +14,10 @@ from seqserve.rest.app import create_app
 class CrashingDataPlane:
     """Stands in for DataPlane: healthy, but its inference hits a bug (not a SeqserveError)."""
 
+    @property
+    def catalog(self) -> CrashingDataPlane:  # the health answers live here too
+        return self
+
     def live(self) -> bool:
         return True
 

@@ -356,14 +356,15 @@ async def test_a_step_computed_from_an_older_state_cannot_overwrite_a_newer_answ
     try:
         await one.infer(step(x[:, :1], sequence_start=True))
         held, release = asyncio.Event(), asyncio.Event()
-        run = one._run
+        runner = one.store.get_ready("lstm").runner
+        run = runner.run
 
-        async def held_run(mv: object, feeds: dict[str, np.ndarray], **batching: Any) -> dict[str, np.ndarray]:
+        async def held_run(feeds: dict[str, np.ndarray], **batching: Any) -> dict[str, np.ndarray]:
             held.set()
             await release.wait()
-            return await run(mv, feeds, **batching)  # type: ignore[arg-type]
+            return await run(feeds, **batching)
 
-        one._run = held_run  # type: ignore[method-assign]
+        runner.run = held_run
         stale = asyncio.create_task(one.infer(step(x[:, 1:2])))  # has read the state at step 1
         await held.wait()
         # Meanwhile the client, on replica two, restarts the sequence or replaces its state: answered.
@@ -373,12 +374,12 @@ async def test_a_step_computed_from_an_older_state_cannot_overwrite_a_newer_answ
             answered = {"lstm.h": expected["state_out.lstm.h"], "lstm.c": expected["state_out.lstm.c"]}
         else:
             answered = {"lstm.h": np.full((2, 4), 0.5, np.float32), "lstm.c": np.full((2, 4), -0.5, np.float32)}
-            await two.set_session_state("lstm", "aba", [Tensor(k, "FP32", v) for k, v in answered.items()])
+            await two.session_api.set_states("lstm", "aba", [Tensor(k, "FP32", v) for k, v in answered.items()])
         release.set()
         (outcome,) = await asyncio.gather(stale, return_exceptions=True)
         # The stale step must lose and the answered write must be what is stored.
         assert isinstance(outcome, SessionConflict), outcome
-        stored = {t.name: t.data for t in (await two.get_session("lstm", "aba")).states}
+        stored = {t.name: t.data for t in (await two.session_api.get("lstm", "aba")).states}
         for name, value in answered.items():
             np.testing.assert_allclose(stored[name], value, atol=ATOL, err_msg=f"{name}; stale step: {outcome}")
     finally:

@@ -266,7 +266,7 @@ async def test_malformed_sequence_requests_are_refused(plane: DataPlane, paramet
 
 
 async def test_a_created_session_has_an_unguessable_id_and_starts_from_zeros(plane: DataPlane, store: Path) -> None:
-    info = await plane.create_session("lstm")
+    info = await plane.session_api.create("lstm")
     assert len(info.session_id) == 32 and int(info.session_id, 16) >= 0
     assert (info.step, info.batch_size, info.states) == (0, 0, [])
     x = _seq()
@@ -274,17 +274,19 @@ async def test_a_created_session_has_an_unguessable_id_and_starts_from_zeros(pla
     rest = await plane.infer(_step(x[:, 2:], info.session_id))
     streamed = np.concatenate([first.outputs[1].data, rest.outputs[1].data], axis=1)
     np.testing.assert_allclose(streamed, run_directly(store / "lstm" / "1", {"x": x})["sequence"], atol=1e-6)
-    assert (await plane.get_session("lstm", info.session_id)).step == 2
+    assert (await plane.session_api.get("lstm", info.session_id)).step == 2
 
 
 async def test_state_export_and_import_round_trip(plane: DataPlane) -> None:
     x = _seq()
     await plane.infer(_step(x[:, :3], 1, sequence_start=True))
     exported = (await plane.sessions.store.load("lstm/u:1")).states
-    other = await plane.create_session("lstm")
-    info = await plane.set_session_state("lstm", other.session_id, [Tensor(k, "FP32", v) for k, v in exported.items()])
+    other = await plane.session_api.create("lstm")
+    info = await plane.session_api.set_states(
+        "lstm", other.session_id, [Tensor(k, "FP32", v) for k, v in exported.items()]
+    )
     assert info.batch_size == 2 and {t.name for t in info.states} == {"lstm.h", "lstm.c"}
-    read = await plane.get_session("lstm", other.session_id)
+    read = await plane.session_api.get("lstm", other.session_id)
     for tensor in read.states:
         np.testing.assert_array_equal(tensor.data, exported[tensor.name])
     # The imported state continues exactly like the session it came from.
@@ -294,25 +296,25 @@ async def test_state_export_and_import_round_trip(plane: DataPlane) -> None:
 
 
 async def test_session_api_errors_name_the_problem_and_change_nothing(plane: DataPlane) -> None:
-    info = await plane.create_session("lstm")
+    info = await plane.session_api.create("lstm")
     zeros = np.zeros((2, 4), np.float32)
     with pytest.raises(InvalidInput, match="missing 'lstm.h'"):
-        await plane.set_session_state("lstm", info.session_id, [Tensor("lstm.c", "FP32", zeros)])
+        await plane.session_api.set_states("lstm", info.session_id, [Tensor("lstm.c", "FP32", zeros)])
     with pytest.raises(InvalidInput, match="unknown state 'gru.h'"):
-        await plane.set_session_state("lstm", info.session_id, [Tensor("gru.h", "FP32", zeros)])
+        await plane.session_api.set_states("lstm", info.session_id, [Tensor("gru.h", "FP32", zeros)])
     with pytest.raises(InvalidInput, match=r"state 'lstm.c' has shape \[3, 4\], expected \[2, 4\]"):
-        await plane.set_session_state(
+        await plane.session_api.set_states(
             "lstm", info.session_id, [Tensor("lstm.h", "FP32", zeros), Tensor("lstm.c", "FP32", np.zeros((3, 4)))]
         )
-    assert (await plane.get_session("lstm", info.session_id)).states == []
+    assert (await plane.session_api.get("lstm", info.session_id)).states == []
     with pytest.raises(InvalidInput, match="exported without state"):
-        await plane.create_session("plain")
+        await plane.session_api.create("plain")
     # A session belongs to its model: the same id under another model is another, unknown, session.
     with pytest.raises(SessionNotFound, match="of model 'embed' is unknown"):
-        await plane.get_session("embed", info.session_id)
-    await plane.end_session("lstm", info.session_id)
+        await plane.session_api.get("embed", info.session_id)
+    await plane.session_api.end("lstm", info.session_id)
     with pytest.raises(SessionNotFound, match="has ended"):
-        await plane.end_session("lstm", info.session_id)
+        await plane.session_api.end("lstm", info.session_id)
 
 
 async def test_a_retried_numbered_last_step_gets_its_answer_again(plane: DataPlane) -> None:
@@ -325,7 +327,7 @@ async def test_a_retried_numbered_last_step_gets_its_answer_again(plane: DataPla
         with pytest.raises(SessionNotFound, match="sequence 1 of model 'lstm' has ended"):
             await plane.infer(request)
     with pytest.raises(SessionNotFound, match="has ended"):
-        await plane.get_session("lstm", 1)
+        await plane.session_api.get("lstm", 1)
     # The id can start a new sequence.
     await plane.infer(_step(x[:, :1], 1, sequence_start=True, sequence_step=1))
 
@@ -400,7 +402,7 @@ async def test_too_many_requests_queued_on_one_session_are_refused_and_change_no
     assert refused and all("requests in flight" in str(o) for o in refused)
     applied = [o for o in outcomes if not isinstance(o, Exception)]
     # What was applied is a prefix of the sequence, in order; the refused steps left no trace.
-    assert (await plane.get_session("lstm", 1)).step == 1 + len(applied)
+    assert (await plane.session_api.get("lstm", 1)).step == 1 + len(applied)
     expected = run_directly(store / "lstm" / "1", {"x": x})["sequence"]
     for t, response in enumerate(applied, start=1):
         np.testing.assert_allclose(response.outputs[1].data, expected[:, t : t + 1], atol=1e-6)

@@ -1,20 +1,44 @@
-"""The store finds versions on disk, serves the highest ready one, and follows additions and removals."""
+"""The store finds versions on disk, serves the highest ready one, and follows additions and removals;
+every runner it makes is told of config changes and closed exactly once."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from helpers.onnx_models import write_embedding_model, write_lstm_model
 from seqserve.errors import ModelNotFound, ModelNotReady
+from seqserve.store.model_config import ModelConfig
 from seqserve.store.model_store import ModelStore
 from seqserve.store.signature import MODEL_FILE
 
 
-def _loader(path: Path, signature: object) -> str:
-    return f"loaded {path.parent.name}"
+class Runner:
+    """What the store's loader makes in these tests: it records what the store tells it."""
+
+    made: list[Runner] = []
+
+    def __init__(self, name: str, version: int, config: ModelConfig) -> None:
+        self.name, self.version, self.configs, self.closed = name, version, [config], 0
+        Runner.made.append(self)
+
+    def configure(self, config: ModelConfig) -> None:
+        self.configs.append(config)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _loader(name: str, version: int, path: Path, signature: object, config: ModelConfig) -> Runner:
+    return Runner(name, version, config)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runners() -> None:
+    Runner.made = []
 
 
 def test_highest_ready_version_is_served_unless_one_is_named(tmp_path: Path) -> None:
@@ -90,3 +114,70 @@ def test_a_broken_config_yaml_makes_the_model_unavailable_until_fixed(tmp_path: 
     store.scan()
     ready = store.get_ready("m")
     assert ready.config.max_batch_size == 8 and ready.config.max_sequence_idle == 30
+
+
+def test_a_removed_version_closes_its_runner_once_and_a_readded_one_gets_a_new_runner(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    write_lstm_model(tmp_path, "m", 2)
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    first = store.get_ready("m", "2").runner
+    shutil.rmtree(tmp_path / "m" / "2")
+    store.scan()
+    store.scan()
+    assert first.closed == 1
+    write_lstm_model(tmp_path, "m", 2)
+    store.scan()
+    second = store.get_ready("m", "2").runner
+    assert second is not first and second.closed == 0
+    store.close()
+    assert [(r.version, r.closed) for r in Runner.made] == [(1, 1), (2, 1), (2, 1)]
+    assert store.names() == []
+
+
+def test_a_config_change_reaches_the_runner_once(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    config = tmp_path / "m" / "config.yaml"
+    config.write_text("max_batch_size: 4\n")
+    store = ModelStore(tmp_path, _loader)
+    store.scan()
+    runner = store.get_ready("m").runner
+    store.scan()
+    config.write_text("max_batch_size: 8\n")
+    store.scan()
+    store.scan()
+    assert [c.max_batch_size for c in runner.configs] == [4, 8]
+
+
+def test_a_draining_version_unloads_when_its_last_session_is_gone(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    write_lstm_model(tmp_path, "m", 2)
+    sessions = {("m", 1): 1}
+    store = ModelStore(tmp_path, _loader, drain_seconds=60, in_use=lambda n, v: sessions.get((n, v), 0) > 0)
+    store.scan()
+    old = store.get_ready("m", "1").runner
+    shutil.rmtree(tmp_path / "m" / "1")
+    store.scan()
+    assert store.pinned("m", 1).runner is old and old.closed == 0  # a session still runs on it
+    sessions.clear()
+    store.scan()
+    assert old.closed == 1
+    with pytest.raises(ModelNotFound, match="was removed from the store"):
+        store.pinned("m", 1)
+
+
+def test_a_draining_version_whose_sessions_are_unknown_unloads_after_the_idle_time(tmp_path: Path) -> None:
+    write_lstm_model(tmp_path, "m", 1)
+    store = ModelStore(tmp_path, _loader, drain_seconds=0.2)
+    store.scan()
+    old = store.get_ready("m").runner
+    shutil.rmtree(tmp_path / "m" / "1")
+    store.scan()
+    for _ in range(3):  # each step on it pushes the unload back
+        time.sleep(0.1)
+        store.pinned("m", 1)
+        store.scan()
+    assert old.closed == 0
+    time.sleep(0.25)
+    store.scan()
+    assert old.closed == 1

@@ -12,10 +12,13 @@ The batch is grouped into runs whose tensors agree on every dimension but the ba
 inputs and recurrent states are concatenated along the batch axis, run by ONNX Runtime once, and
 its outputs and new states sliced back onto the futures. A failed run fails every future in it.
 
-Where the run happens is the caller's choice: on a compute thread (an executor), so the event loop
-keeps serving the network while ORT works, or on the event loop itself (no executor). On a machine
+Where the run happens is the caller's choice: on a compute thread of the batcher's own, so the
+event loop keeps serving the network while ORT works, or on the event loop itself. On a machine
 with few cores the second is faster: handing each batch to a thread and back costs a thread switch
 and GIL hand-offs both ways, while the overlap it buys needs a free core (bench/README.md).
+
+A batcher lives as long as its model version's runner: `close()` (from any thread) refuses new
+runs, lets what is queued run, then ends its task and its thread. Nothing is left pending.
 
 Steps of one session never meet in a batch: the session manager holds a session while its step
 runs, so at most one of its steps is ever queued. Stateless requests and steps of different
@@ -31,11 +34,12 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from seqserve.errors import ModelNotReady
 from seqserve.store.signature import Signature
 
 log = logging.getLogger(__name__)
@@ -88,18 +92,19 @@ class Batcher:
     def __init__(
         self,
         run: RunFn,
-        executor: Executor | None,
+        compute_thread: bool = False,
         max_batch_size: int = 64,
         max_queue_delay: float = 0.0,
         sequence_batch_delay: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
+        name: str = "batch",
     ) -> None:
         self._run = run
-        self._executor = executor
-        self.max_batch_size = max_batch_size
-        self.max_queue_delay = max_queue_delay
-        self.sequence_batch_delay = sequence_batch_delay
+        # One compute thread: ORT runs one batch while the event loop gathers the next.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"seqserve-{name}") if compute_thread else None
+        self.configure(max_batch_size, max_queue_delay, sequence_batch_delay)
         self._on_batch = on_batch
+        self._closed = False
         self._waiting: deque[_Pending] = deque()
         self._held: _Pending | None = None  # too big to join the last batch: leads the next one
         self._wakeup: asyncio.Future[None] | None = None  # set while the collector waits for arrivals
@@ -111,12 +116,24 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = BatchStats()
 
+    def configure(self, max_batch_size: int, max_queue_delay: float, sequence_batch_delay: float) -> None:
+        """New bounds for the next batches (a model's config.yaml changed)."""
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self.sequence_batch_delay = sequence_batch_delay
+
+    @property
+    def compute_thread(self) -> bool:
+        return self._executor is not None
+
     async def run(self, feeds: Feeds, session: str | None = None, ends: bool = False) -> Feeds:
         """Runs `feeds` (batch axis first) as part of a batch; returns this request's slice of the outputs.
 
         `session` names the sequence a step belongs to (None for a stateless request); `ends` says it
         is the sequence's last step, after which the batcher stops waiting for that session.
         """
+        if self._closed:
+            raise ModelNotReady("this model version was unloaded while the request waited; send it again")
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._task is None or self._task.done():
             # The queue and the task belong to one event loop (a new loop, e.g. in tests, starts afresh).
@@ -139,24 +156,64 @@ class Batcher:
             wakeup.set_result(None)
         return await future
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Refuses new runs; what is queued still runs, then the task and the compute thread end.
+
+        Safe from any thread: the store unloads versions from its scanning thread.
+        """
+        self._closed = True
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._task is None or self._task.done():
+            self._shutdown()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._begin_close()
+        else:
+            loop.call_soon_threadsafe(self._begin_close)
+
+    async def wait_closed(self) -> None:
+        """Waits until a closed batcher's task has ended (for tests and orderly shutdown)."""
         if self._task is not None and self._loop is asyncio.get_running_loop():
-            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def _begin_close(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)  # the collector looks again, sees the queue empty and ends
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
     async def _serve(self) -> None:
-        while True:
-            batch = await self._collect()
-            groups: dict[object, list[_Pending]] = {}
-            for pending in batch:
-                groups.setdefault(pending.shape_key, []).append(pending)
-            for group in groups.values():
-                await self._run_group(group)
+        try:
+            while True:
+                batch = await self._collect()
+                if not batch:
+                    return  # closed, and nothing left to run
+                await self._run_batches(batch)
+        finally:
+            self._shutdown()
+
+    async def _run_batches(self, batch: list[_Pending]) -> None:
+        groups: dict[object, list[_Pending]] = {}
+        for pending in batch:
+            groups.setdefault(pending.shape_key, []).append(pending)
+        for group in groups.values():
+            await self._run_group(group)
 
     async def _collect(self) -> list[_Pending]:
-        """The first waiting run, then more, until the batch is full or the wait is over (module docstring)."""
-        if self._held is None and not self._waiting:
+        """The first waiting run, then more, until the batch is full or the wait is over (module docstring).
+
+        Empty only when the batcher is closed and nothing is left to run."""
+        while self._held is None and not self._waiting:
+            if self._closed:
+                return []
             self._idle = True
             try:
                 await self._arrival(1, None)

@@ -30,7 +30,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     def _status(self, service: str) -> Status:
         if service not in SERVICES:
             return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-        ready = self._dataplane.live() and self._dataplane.ready()
+        ready = self._dataplane.catalog.live() and self._dataplane.catalog.ready()
         return health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(

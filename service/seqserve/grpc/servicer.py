@@ -29,27 +29,27 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=self._dataplane.live())
+        return pb.ServerLiveResponse(live=self._dataplane.catalog.live())
 
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+        return pb.ServerReadyResponse(ready=self._dataplane.catalog.ready())
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version or None))
+        return pb.ModelReadyResponse(ready=self._dataplane.catalog.model_ready(request.name, request.version or None))
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return converters.server_metadata_to_proto(self._dataplane.server_metadata())
+        return converters.server_metadata_to_proto(self._dataplane.catalog.server_metadata())
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        metadata = self._dataplane.model_metadata(request.name, request.version or None)
+        metadata = self._dataplane.catalog.model_metadata(request.name, request.version or None)
         return converters.model_metadata_to_proto(metadata)
 
     async def ModelInfer(

@@ -22,26 +22,26 @@ class SessionServicer(SessionServiceServicer):
 
     async def CreateSession(self, request: spb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
         states = converters.session_states_from_proto(request.states, request.raw_state_contents)
-        info = await self._dataplane.create_session(
+        info = await self._dataplane.session_api.create(
             _required(request.model_name, "model_name"), request.model_version or None, states
         )
         return converters.session_to_proto(info)
 
     async def GetSession(self, request: spb.GetSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
-        info = await self._dataplane.get_session(*_address(request))
+        info = await self._dataplane.session_api.get(*_address(request))
         return converters.session_to_proto(info)
 
     async def SetSessionState(
         self, request: spb.SetSessionStateRequest, context: grpc.aio.ServicerContext
     ) -> spb.Session:
         states = converters.session_states_from_proto(request.states, request.raw_state_contents)
-        info = await self._dataplane.set_session_state(*_address(request), states)
+        info = await self._dataplane.session_api.set_states(*_address(request), states)
         return converters.session_to_proto(info)
 
     async def EndSession(
         self, request: spb.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> spb.EndSessionResponse:
-        await self._dataplane.end_session(*_address(request))
+        await self._dataplane.session_api.end(*_address(request))
         return spb.EndSessionResponse()
 
 

@@ -14,12 +14,12 @@ def health_router(dataplane: DataPlane) -> APIRouter:
 
     @router.get("/live")
     async def live() -> JSONResponse:
-        alive = dataplane.live()
+        alive = dataplane.catalog.live()
         return JSONResponse({"live": alive}, status_code=200 if alive else 503)
 
     @router.get("/ready")
     async def ready() -> JSONResponse:
-        is_ready = dataplane.ready()
+        is_ready = dataplane.catalog.ready()
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     return router

@@ -16,15 +16,15 @@ def metadata_router(dataplane: DataPlane) -> APIRouter:
 
     @router.get("")
     async def server_metadata() -> JSONResponse:
-        return JSONResponse(dataplane.server_metadata())
+        return JSONResponse(dataplane.catalog.server_metadata())
 
     @router.get("/models/{name}")
     async def model_metadata(name: str) -> JSONResponse:
-        return JSONResponse(asdict(dataplane.model_metadata(name)))
+        return JSONResponse(asdict(dataplane.catalog.model_metadata(name)))
 
     @router.get("/models/{name}/versions/{version}")
     async def model_version_metadata(name: str, version: str) -> JSONResponse:
-        return JSONResponse(asdict(dataplane.model_metadata(name, version)))
+        return JSONResponse(asdict(dataplane.catalog.model_metadata(name, version)))
 
     @router.get("/models/{name}/ready")
     async def model_ready(name: str) -> JSONResponse:
@@ -39,7 +39,7 @@ def metadata_router(dataplane: DataPlane) -> APIRouter:
 
 def _readiness(dataplane: DataPlane, name: str, version: str | None) -> JSONResponse:
     """200 when ready; an unknown model or version is a 404 (raised by the data plane), a known one not ready 503."""
-    if dataplane.model_ready(name, version):
+    if dataplane.catalog.model_ready(name, version):
         return JSONResponse({"name": name, "ready": True})
     which = f"model '{name}'" + (f" version {version}" if version else "")
     error = ModelNotReady(f"{which} is not ready")

@@ -37,7 +37,7 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
 
     async def create(request: Request, name: str, version: str | None) -> Response:
         states = await states_in(request, name, version)
-        return _session_response(await dataplane.create_session(name, version, states))
+        return _session_response(await dataplane.session_api.create(name, version, states))
 
     @router.post("/{name}/sessions")
     async def create_latest(request: Request, name: str) -> Response:
@@ -49,16 +49,16 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
 
     @router.get("/{name}/sessions/{session_id}")
     async def read(name: str, session_id: str) -> Response:
-        return _session_response(await dataplane.get_session(name, session_id))
+        return _session_response(await dataplane.session_api.get(name, session_id))
 
     @router.put("/{name}/sessions/{session_id}")
     async def replace(request: Request, name: str, session_id: str) -> Response:
         states = await states_in(request, name, None)
-        return _session_response(await dataplane.set_session_state(name, session_id, states))
+        return _session_response(await dataplane.session_api.set_states(name, session_id, states))
 
     @router.delete("/{name}/sessions/{session_id}")
     async def end(name: str, session_id: str) -> Response:
-        await dataplane.end_session(name, session_id)
+        await dataplane.session_api.end(name, session_id)
         return Response(b"{}", media_type="application/json")
 
     return router

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
@@ -43,6 +43,10 @@ class StateStore(abc.ABC):
     async def sweep(self) -> int:
         """Drops expired sessions; returns how many. Stores that expire by themselves do nothing."""
         return 0
+
+    def sessions_on(self, model: str, version: int) -> int | None:
+        """How many sessions run on a model version (for unloading a removed one); None: unknown here."""
+        return None
 
     async def close(self) -> None:
         return None
@@ -98,6 +102,7 @@ class MemoryStateStore(StateStore):
         self._all = _Pool("the server", max_sessions, max_bytes, idle_timeout)
         self._models: dict[str, _Pool] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()
+        self._per_version: Counter[tuple[str, int]] = Counter()
         self.evictions = 0
         self.expiries = 0
 
@@ -140,6 +145,10 @@ class MemoryStateStore(StateStore):
             bounds.sessions[key] = state
             bounds.sessions.move_to_end(key)
             bounds.bytes += extra
+        if current is not None:
+            self._uncount(current)
+        if not state.ended:  # an ended record only answers a retry of its last step
+            self._per_version[(state.model, state.version)] += 1
         self._gone.pop(key, None)
 
     async def delete(self, key: str, reason: str = "has ended") -> bool:
@@ -150,6 +159,17 @@ class MemoryStateStore(StateStore):
 
     async def count(self) -> int:
         return len(self._all.sessions)
+
+    def sessions_on(self, model: str, version: int) -> int:
+        return self._per_version[(model, version)]
+
+    def _uncount(self, state: SessionState) -> None:
+        if state.ended:
+            return
+        key = (state.model, state.version)
+        self._per_version[key] -= 1
+        if not self._per_version[key]:
+            del self._per_version[key]
 
     async def sweep(self) -> int:
         now, dropped = time.time(), 0
@@ -194,6 +214,7 @@ class MemoryStateStore(StateStore):
         pool = self._models[state.model]
         del pool.sessions[key]
         pool.bytes -= state.nbytes
+        self._uncount(state)
         self._gone[key] = reason
         if len(self._gone) > _TOMBSTONES:
             self._gone.popitem(last=False)

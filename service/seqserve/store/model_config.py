@@ -12,30 +12,60 @@ sessions; sessions already stored keep their expiry until their next step).
     max_sequence_idle: 60     # seconds an idle sequence keeps its state
     max_sessions: 1000        # sessions of this model at once
     max_session_bytes: 10000000
+
+The fields are declared once: those the server gives defaults for in `seqserve.config.ModelDefaults`,
+the model's own bounds in `ModelSettings`. `ModelConfig`, the file, is every one of them made
+optional; `ModelSettings.resolve` merges file and server once per change.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from seqserve.config import ModelDefaults
 from seqserve.errors import InvalidInput
 
 CONFIG_FILE = "config.yaml"
 
 
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ModelSettings(ModelDefaults):
+    """What one model runs with: the server's defaults, overridden by its config.yaml."""
 
-    batching: bool | None = None
-    max_batch_size: int | None = Field(None, ge=1)
-    max_queue_delay: float | None = Field(None, ge=0)
-    sequence_batch_delay: float | None = Field(None, ge=0)
-    max_sequence_idle: float | None = Field(None, ge=0)
-    max_sessions: int | None = Field(None, ge=1)
-    max_session_bytes: int | None = Field(None, ge=1)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_sessions: int | None = Field(
+        None, ge=1, description="Sessions of this model at once (LRU eviction past the grace period); none: no bound."
+    )
+    max_session_bytes: int | None = Field(
+        None, ge=1, description="State bytes of this model's sessions (memory store)."
+    )
+
+    @classmethod
+    def resolve(cls, defaults: ModelDefaults, config: ModelConfig) -> ModelSettings:
+        """The one place a model's file and the server's settings are merged: the file wins where it sets a field."""
+        inherited = {name: getattr(defaults, name) for name in ModelDefaults.model_fields}
+        return cls(**(inherited | config.model_dump(exclude_none=True)))
+
+
+def _optional(field: Any) -> Any:
+    """A field of ModelSettings as config.yaml takes it: same bounds, unset (None) by default."""
+    bounded = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return (bounded | None, Field(None, description=field.description))
+
+
+_ModelConfigFields: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "_ModelConfigFields",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    **{name: _optional(field) for name, field in ModelSettings.model_fields.items()},
+)
+
+
+class ModelConfig(_ModelConfigFields):
+    """A model's config.yaml: any field of `ModelSettings`, unknown keys refused."""
 
     @classmethod
     def read(cls, model_dir: Path) -> ModelConfig:

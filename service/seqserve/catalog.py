@@ -1,0 +1,42 @@
+"""What the server says about itself and its models: liveness, readiness and V2 metadata."""
+
+from __future__ import annotations
+
+from seqserve import __version__
+from seqserve.inference import ModelMetadata, TensorMetadata
+from seqserve.store.model_store import ModelStore
+
+SERVER_NAME = "seqserve"
+EXTENSIONS = ["binary_tensor_data", "sequence"]
+PLATFORM = "onnxruntime_onnx"
+
+
+class Catalog:
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready when every model in the store has at least one ready version."""
+        return all(any(mv.ready for mv in self.store.versions(name)) for name in self.store.names())
+
+    def server_metadata(self) -> dict[str, object]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.store.find(name, version).ready
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        mv = self.store.get_ready(name, version)
+        signature = mv.signature
+        assert signature is not None
+        versions = [str(mv.version)] if version else [str(v.version) for v in self.store.versions(name)]
+        return ModelMetadata(
+            name=name,
+            versions=versions,
+            platform=PLATFORM,
+            inputs=[TensorMetadata(t.name, t.datatype, list(t.shape)) for t in signature.inputs],
+            outputs=[TensorMetadata(t.name, t.datatype, list(t.shape)) for t in signature.outputs],
+        )

@@ -1,0 +1,144 @@
+"""One model version's serving engine, alive exactly as long as the version.
+
+The store's loader (`RunnerFactory`) makes a `ModelRunner` when it loads a version: the ONNX
+Runtime model, warmed up; the version's settings (server defaults under its config.yaml); how its
+runs are scheduled (a `Batcher`, or `DirectRuns` for a model that does not batch); its metrics
+series. The store calls `configure` when config.yaml changes and `close` when the version is
+unloaded (removed from disk and its sessions gone, or the server stopping): the scheduler lets
+what is queued finish and ends its task and threads, and the metrics series go. Nothing is cached
+elsewhere by object identity, so nothing of a version outlives its runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from seqserve.batching.batcher import Batcher, BatchStats, Feeds, batchable
+from seqserve.batching.direct import DirectRuns
+from seqserve.config import ModelDefaults, Settings
+from seqserve.errors import ModelNotReady
+from seqserve.metrics import Metrics
+from seqserve.runtime.providers import resolve_providers
+from seqserve.runtime.session import OrtModel, session_options
+from seqserve.sessions.stores import SessionLimits
+from seqserve.store.model_config import ModelConfig, ModelSettings
+from seqserve.store.signature import Signature
+
+log = logging.getLogger(__name__)
+
+Scheduler = Batcher | DirectRuns
+
+
+class ModelRunner:
+    def __init__(
+        self, name: str, version: int, model: OrtModel, defaults: ModelDefaults, config: ModelConfig, metrics: Metrics
+    ) -> None:
+        self.name, self.version, self.model = name, version, model
+        self._defaults = defaults
+        self._metrics = metrics
+        self._labels = (name, str(version))
+        self.series = metrics.of(*self._labels)
+        self._scheduler: Scheduler | None = None
+        self._closed = False
+        self.configure(config)
+
+    @property
+    def signature(self) -> Signature:
+        return self.model.signature
+
+    def configure(self, config: ModelConfig) -> None:
+        """Applies the model's (new) config.yaml: to the next runs, and to sessions' next saves."""
+        self.settings = ModelSettings.resolve(self._defaults, config)
+        s = self.settings
+        self.limits = SessionLimits(s.max_sessions, s.max_session_bytes, s.max_sequence_idle)
+        old = self._scheduler
+        batched = s.batching and batchable(self.signature)
+        compute_thread = s.batch_compute == "thread" or (s.batch_compute == "auto" and self.model.on_cuda)
+        if batched and isinstance(old, Batcher) and old.compute_thread == compute_thread:
+            old.configure(s.max_batch_size, s.max_queue_delay, s.sequence_batch_delay)
+            return
+        if not batched and isinstance(old, DirectRuns):
+            old.inline_max_elements = s.inline_max_elements
+            return
+        self._scheduler = self._batcher(compute_thread) if batched else self._direct()
+        if old is not None:
+            old.close()  # what it holds still runs; new requests go to its successor
+
+    def _batcher(self, compute_thread: bool) -> Batcher:
+        compute_seconds, batch_size = self.series.compute_seconds, self.series.batch_size
+
+        def observe(requests: int, samples: int, seconds: float) -> None:
+            compute_seconds.observe(seconds)
+            batch_size.observe(samples)
+
+        s = self.settings
+        return Batcher(
+            self.model.run,
+            compute_thread,
+            max_batch_size=s.max_batch_size,
+            max_queue_delay=s.max_queue_delay,
+            sequence_batch_delay=s.sequence_batch_delay,
+            on_batch=observe,
+            name=f"batch-{self.name}",
+        )
+
+    def _direct(self) -> DirectRuns:
+        queue_seconds, compute_seconds = self.series.queue_seconds, self.series.compute_seconds
+
+        def observe(waited: float, computing: float) -> None:
+            if waited:
+                queue_seconds.observe(waited)
+            compute_seconds.observe(computing)
+
+        return DirectRuns(self.model.run, self.settings.inline_max_elements, observe, name=f"compute-{self.name}")
+
+    async def run(self, feeds: Feeds, session: str | None = None, ends: bool = False) -> Feeds:
+        """Runs the model on `feeds` (inputs and states). `session` and `ends` tell a batcher which
+        sequence a step belongs to and whether it is its last."""
+        scheduler = self._scheduler
+        if self._closed or scheduler is None:
+            raise ModelNotReady(f"model '{self.name}' version {self.version} was unloaded; send the request again")
+        return await scheduler.run(feeds, session, ends)
+
+    def zero_states(self, batch_size: int) -> dict[str, np.ndarray]:
+        return self.model.zero_states(batch_size)
+
+    @property
+    def batcher(self) -> Batcher | None:
+        return self._scheduler if isinstance(self._scheduler, Batcher) else None
+
+    @property
+    def batch_stats(self) -> BatchStats | None:
+        batcher = self.batcher
+        return batcher.stats if batcher is not None else None
+
+    def close(self) -> None:
+        """Ends the version's serving: queued runs finish, then its task and threads end. Safe from
+        any thread, and more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._scheduler is not None:
+            self._scheduler.close()
+        self._metrics.forget(*self._labels)
+        log.info("model %s version %d unloaded", self.name, self.version)
+
+
+class RunnerFactory:
+    """The store's loader: loads, warms up and configures the runner of each version it finds."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.providers = resolve_providers(settings.device, settings.cuda_tf32)
+
+    def __call__(self, name: str, version: int, path: Path, signature: Signature, config: ModelConfig) -> ModelRunner:
+        s = self.settings
+        options = session_options(s.intra_op_threads, s.inter_op_threads, s.allow_spinning)
+        model = OrtModel(path, signature, self.providers, options)
+        if s.warmup:
+            model.warm_up()
+        return ModelRunner(name, version, model, s, config, self.metrics)

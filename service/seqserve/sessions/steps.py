@@ -1,0 +1,158 @@
+"""The session step protocol: how one request of a sequence is applied, written down once.
+
+Every front end (REST, gRPC unary and streaming) reaches it through `DataPlane.infer`, which goes
+through these phases in this order; the order is what makes a step safe to retry and a session safe
+to share between replicas:
+
+1. Turn. The session is held for this request (`SessionManager.exclusive`): its requests apply one
+   at a time, in arrival order. Every phase below happens inside the turn.
+2. Load (`SequenceStep.begin`). A start (`sequence_start`) reads nothing: what was stored is
+   replaced. A continue loads the record; an unknown, expired, evicted or ended session is
+   NOT_FOUND saying which (an ended record only answers a retry of its own last numbered step).
+3. Pin (`pinned_version`, `check_version`). A continued session runs on the model version it
+   started on; a request naming another version is refused.
+4. Replay or gap (`replay`; numbered steps only, `sequence_step`). The step applied last comes back
+   with its stored answer and the state untouched; any number but the next is ABORTED; a start is
+   step 1.
+5. States (`states`). A start runs from zeros, or from the states sent with it; a continue from the
+   stored states, at the batch size its first request set.
+6. Run: the caller's.
+7. Save (`save`), before the answer leaves. An unnumbered end deletes the record; anything else
+   writes the new one (its states, the step count, and for a numbered step its answer, for a
+   retry), compare-and-set on the revision read in 2: of two writers racing (a retry on another
+   replica), one wins and the other gets ABORTED, and nothing is half-applied. A failure in any
+   phase leaves the stored session as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from seqserve.errors import InvalidInput, SessionConflict, SessionNotFound
+from seqserve.inference import Tensor
+from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
+from seqserve.sessions.state import SessionState
+from seqserve.sessions.stores import SessionLimits, StateStore, gone_message
+from seqserve.store.signature import Signature
+from seqserve.validation import validate_states
+
+Arrays = Mapping[str, np.ndarray]
+
+
+async def load_record(
+    store: StateStore, key: str, model: str, control: SequenceControl, replaying_end: bool = False
+) -> SessionState:
+    """The session's record; NOT_FOUND saying why there is none. An ended record is returned only
+    to answer a retry of its last numbered step (`replaying_end`)."""
+    try:
+        state = await store.load(key)
+    except SessionNotFound as e:
+        raise SessionNotFound(f"{control.describe()} of model '{model}' {e}") from None
+    if state.ended and not (replaying_end and control.step == state.step):
+        raise SessionNotFound(f"{control.describe()} of model '{model}' {gone_message('has ended')}")
+    return state
+
+
+class SequenceStep:
+    """One request of a sequence, from its load to its save (the module docstring gives the order)."""
+
+    __slots__ = ("store", "key", "control", "model", "previous")
+
+    def __init__(
+        self, store: StateStore, key: str, control: SequenceControl, model: str, previous: SessionState | None
+    ) -> None:
+        self.store, self.key, self.control, self.model, self.previous = store, key, control, model, previous
+
+    @classmethod
+    async def begin(cls, store: StateStore, key: str, control: SequenceControl, model: str) -> SequenceStep:
+        """Phase 2: a start reads nothing; a continue loads the session's record."""
+        if control.start:
+            if control.step not in (None, 1):
+                raise InvalidInput(f"'{SEQUENCE_STEP}' of a sequence start must be 1, not {control.step}")
+            return cls(store, key, control, model, None)
+        previous = await load_record(store, key, model, control, replaying_end=control.step is not None)
+        return cls(store, key, control, model, previous)
+
+    @property
+    def pinned_version(self) -> int | None:
+        """Phase 3: the version a continued session runs on; None for a start (the caller picks)."""
+        return None if self.previous is None else self.previous.version
+
+    def check_version(self, requested: str | None) -> None:
+        if self.previous is not None and requested and requested != str(self.previous.version):
+            raise InvalidInput(
+                f"{self.control.describe()} runs on version {self.previous.version} of model '{self.model}', "
+                f"not {requested}: a session stays on the version it started on"
+            )
+
+    def replay(self) -> Arrays | None:
+        """Phase 4: the stored answer when this numbered step was applied already; raises on a gap."""
+        previous, step = self.previous, self.control.step
+        if previous is None or step is None:
+            return None
+        if step == previous.step and previous.last_outputs is not None:
+            return previous.last_outputs
+        if step != previous.step + 1:
+            raise SessionConflict(
+                f"{self.control.describe()} is at step {previous.step}; step {step} cannot be applied "
+                f"(the next one is {previous.step + 1})"
+            )
+        return None
+
+    @property
+    def replayed_step(self) -> int:
+        assert self.previous is not None
+        return self.previous.step
+
+    def states(
+        self,
+        signature: Signature,
+        zero_states: Callable[[int], dict[str, np.ndarray]],
+        seeded: dict[str, Tensor],
+        batch_size: int,
+    ) -> dict[str, np.ndarray]:
+        """Phase 5: the state feeds of this step, keyed by graph input."""
+        previous = self.previous
+        if previous is None or not previous.states:  # a start, or the first step of a created session
+            states = zero_states(batch_size)
+            states.update(validate_states(signature, seeded, batch_size))
+            return states
+        if batch_size != previous.batch_size:
+            raise InvalidInput(
+                f"{self.control.describe()} has batch size {previous.batch_size} (set by its first request), "
+                f"this request has {batch_size}"
+            )
+        return {spec.input: previous.states[spec.name] for spec in signature.states}
+
+    async def save(
+        self,
+        signature: Signature,
+        version: int,
+        batch_size: int,
+        results: Mapping[str, np.ndarray],
+        limits: SessionLimits,
+    ) -> int:
+        """Phase 7: stores what this step made of the session, before the answer leaves; returns the
+        session's step count after it."""
+        control, previous = self.control, self.previous
+        step = 1 if previous is None else previous.step + 1
+        if control.end and control.step is None:
+            await self.store.delete(self.key)
+            return step
+        # A numbered last step leaves an ended record holding its answer (no states), so a retry of
+        # it is answered again rather than told the sequence has ended.
+        outputs = {spec.name: results[spec.name] for spec in signature.outputs} if control.step is not None else None
+        record = SessionState(
+            model=self.model,
+            version=version,
+            batch_size=batch_size,
+            states={} if control.end else {spec.name: results[spec.output] for spec in signature.states},
+            step=step,
+            last_outputs=outputs,
+            ended=control.end,
+        )
+        expected = None if previous is None else previous.revision
+        await self.store.save(self.key, record, expected_revision=expected, limits=limits)
+        return step
