@@ -1,35 +1,49 @@
-"""The KServe V2 REST API: FastAPI routers over one data plane, one error table, and the infer
-endpoint's ASGI fast path in front of them."""
+"""The KServe V2 REST API: one FastAPI app, one route table, one error table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
-from starlette.types import ASGIApp
 
 from seqserve import __version__
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.rest.error_handlers import install_error_handlers
-from seqserve.rest.fast_path import InferFastPath
 from seqserve.rest.health import health_router
-from seqserve.rest.inference import inference_router
+from seqserve.rest.inference import document_infer, infer_routes
 from seqserve.rest.metadata import metadata_router
 from seqserve.rest.monitoring import monitoring_router
 from seqserve.rest.sessions import sessions_router
 
+# FastAPI's own OpenTelemetry instrumentation probes the global OTel providers on every request
+# (~13 us here, a tenth of a streamed step's REST handling); seqserve's metrics are Prometheus, at /metrics.
+_NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 
-def create_app(dataplane: DataPlane, settings: Settings) -> ASGIApp:
-    """The REST app `seqserve serve` runs in uvicorn; tests may also drive it in-process with httpx."""
-    return InferFastPath(create_fastapi_app(dataplane, settings), dataplane, settings.max_request_bytes)
 
+def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
+    """The REST app `seqserve serve` runs in uvicorn; tests may also drive it in-process with httpx.
 
-def create_fastapi_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
-    """Every endpoint as FastAPI routes (infer included, for the OpenAPI document), without the fast path."""
-    app = FastAPI(title="seqserve", version=__version__, summary="KServe V2 inference for Keras recurrent models")
+    Infer comes first in the route table: it is the request a busy server mostly gets.
+    """
+    app = FastAPI(
+        title="seqserve",
+        version=__version__,
+        summary="KServe V2 inference for Keras recurrent models",
+        telemetry=_NO_TELEMETRY,
+    )
     install_error_handlers(app)
+    app.router.routes.extend(infer_routes(dataplane, settings.max_request_bytes))
     app.include_router(health_router(dataplane))
     app.include_router(metadata_router(dataplane))
-    app.include_router(inference_router(dataplane, settings))
     app.include_router(sessions_router(dataplane, settings))
     app.include_router(monitoring_router(dataplane))
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_infer(build_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -1,75 +1,136 @@
-"""`POST /v2/models/{name}[/versions/{version}]/infer`: decode, call the data plane, encode.
+"""`POST /v2/models/{name}[/versions/{version}]/infer`: read the body, decode, call the data plane, encode.
 
-`infer_body` is the whole endpoint on bytes in and bytes out. The ASGI fast path
-(`seqserve.rest.fast_path`) serves every infer request with it; the FastAPI routes below call it
-too, so the endpoints are listed in the OpenAPI document and work on the bare FastAPI app.
+The endpoint is a plain ASGI app in the FastAPI app's own route table (`infer_routes`), so it is
+matched like every other route and every middleware of the app sees it. It is not a FastAPI path
+operation: a streamed step's whole handling is bytes in, bytes out, and FastAPI's request object,
+dependency solving and response object cost more than the step itself (bench/README.md). Its
+OpenAPI entries are added by `document_infer`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
 from seqserve.inference import InferRequest
-from seqserve.rest.binary_extension import HEADER_LENGTH
+from seqserve.rest.binary_extension import BINARY_TYPE, HEADER_LENGTH, JSON_TYPE
 from seqserve.rest.body import read_limited
 from seqserve.rest.decode import decode_request, split_body
 from seqserve.rest.encode import encode_response
-from seqserve.rest.wire import peek_request_id
+from seqserve.rest.error_handlers import error_response, unexpected_error_message
+from seqserve.rest.wire import InferRequestHeader, peek_request_id
 
 log = logging.getLogger(__name__)
 
-
-async def read_infer_body(
-    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, name: str, version: str | None
-) -> bytes:
-    """An infer request's body, under `limit` bytes (`read_limited`); a refusal is logged like every failure."""
-    try:
-        return await read_limited(chunks, content_length, limit)
-    except SeqserveError as e:
-        log_failure(None, name, version, e)
-        raise
+INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+_HEADER_LENGTH = HEADER_LENGTH.lower()
 
 
-async def infer_body(
-    dataplane: DataPlane, name: str, version: str | None, body: bytes, header_length: str | None
-) -> tuple[bytes, dict[str, str]]:
-    """The response body and headers for a V2 infer request's `body`; raises SeqserveError for the
-    client (logged with the request's `id`; the data plane logs its own failures)."""
-    infer_request = _decode(body, header_length, name, version)
-    response = await dataplane.infer(infer_request)
-    try:
-        return encode_response(infer_request, response)
-    except SeqserveError as e:
-        log_failure(infer_request.id, name, version, e)
-        raise
+class _Disconnected(Exception):
+    """The client went away before its request body was in."""
 
 
-def inference_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/v2/models", tags=["inference"])
+class InferEndpoint:
+    """The ASGI app behind both infer paths (`scope["path_params"]` holds name and version)."""
 
-    async def infer(request: Request, name: str, version: str | None) -> Response:
-        # The raw Request, not a pydantic body parameter: tensor data must not go through FastAPI's
-        # per-field validation, and the binary extension is not JSON at all.
-        content_length, limit = request.headers.get("content-length"), settings.max_request_bytes
-        body = await read_infer_body(request.stream(), content_length, limit, name, version)
-        content, headers = await infer_body(dataplane, name, version, body, request.headers.get(HEADER_LENGTH))
-        return Response(content, headers=headers)
+    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.max_request_bytes = max_request_bytes
 
-    @router.post("/{name}/infer")
-    async def infer_latest(request: Request, name: str) -> Response:
-        return await infer(request, name, None)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        name, version = params["name"], params.get("version")
+        # ASGI header names are lower-case bytes; where a header repeats, the first counts (as in Starlette).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+        try:
+            body = await self._read(receive, headers.get("content-length"), name, version)
+            content, response_headers = await self._answer(name, version, body, headers.get(_HEADER_LENGTH))
+        except _Disconnected:
+            return
+        except SeqserveError as e:
+            await error_response(e.http_status, e.message)(scope, receive, send)
+            return
+        except Exception as e:  # a bug: the client gets the class name only, the log the traceback
+            log.exception("infer request for model %s failed unexpectedly", name)
+            await error_response(500, unexpected_error_message(e))(scope, receive, send)
+            return
+        raw_headers = [(b"content-length", str(len(content)).encode("latin-1"))]
+        raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": content})
 
-    @router.post("/{name}/versions/{version}/infer")
-    async def infer_version(request: Request, name: str, version: str) -> Response:
-        return await infer(request, name, version)
+    async def _read(self, receive: Receive, content_length: str | None, name: str, version: str | None) -> bytes:
+        """The body, under the size limit (`read_limited`); a refusal is logged like every failure."""
+        try:
+            return await read_limited(_body_chunks(receive), content_length, self.max_request_bytes)
+        except SeqserveError as e:
+            log_failure(None, name, version, e)
+            raise
 
-    return router
+    async def _answer(
+        self, name: str, version: str | None, body: bytes, header_length: str | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The response body and headers; raises SeqserveError for the client (logged with the
+        request's `id`; the data plane logs its own failures)."""
+        request = _decode(body, header_length, name, version)
+        response = await self.dataplane.infer(request)
+        try:
+            return encode_response(request, response)
+        except SeqserveError as e:
+            log_failure(request.id, name, version, e)
+            raise
+
+
+def infer_routes(dataplane: DataPlane, max_request_bytes: int) -> list[Route]:
+    endpoint = InferEndpoint(dataplane, max_request_bytes)
+    return [Route(path, endpoint, methods=["POST"]) for path in INFER_PATHS]
+
+
+def document_infer(schema: dict[str, Any]) -> dict[str, Any]:
+    """Adds the infer endpoints to an OpenAPI document (they are not FastAPI path operations)."""
+    request = InferRequestHeader.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(request.pop("$defs", {}))
+    components["InferRequest"] = request
+    for path in INFER_PATHS:
+        names = ["name", "version"] if "{version}" in path else ["name"]
+        parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+        schema.setdefault("paths", {})[path] = {
+            "post": {
+                "tags": ["inference"],
+                "summary": "Infer (KServe V2; JSON, or JSON followed by binary tensors)",
+                "operationId": "infer_version" if "{version}" in path else "infer",
+                "parameters": parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON_TYPE: {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                        BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "responses": {
+                    "200": {"description": "The outputs, as JSON or JSON followed by binary tensors"},
+                    "default": {"description": 'An error: `{"error": "..."}`'},
+                },
+            }
+        }
+    return schema
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def _decode(body: bytes, header_length: str | None, name: str, version: str | None) -> InferRequest:
