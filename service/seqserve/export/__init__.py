@@ -12,7 +12,11 @@ Module layout
 - `context.py`    Value, CallValues, ConvertContext (what a converter gets).
 - `registry.py`   CONVERTERS and the `@register("ClassName", ...)` decorator.
 - `activations.py` Keras activations as ONNX nodes (hard_sigmoid per Keras version).
-- `recurrent.py`  Cell + the fused (ONNX LSTM/GRU op) and Scan forms, masks, state plumbing.
+- `target.py`     Target: the execution provider exported for, and what it runs fused.
+- `recurrent/`    recurrent layers: cells from configs and state plumbing (`layer.py`), and the
+                  graph forms, one module each: `fused.py` (the ONNX LSTM/GRU op), `scan.py`,
+                  `padded.py` (fused op or Scan, chosen on the mask). The cell kinds themselves
+                  (weights, step, fused op) are `seqserve.cells`, shared with the reference.
 - `layers/*.py`   one module per layer family; every module in `layers/` is imported automatically.
 
 At export the graph is run in ONNX Runtime on random inputs and random states and compared with
@@ -41,12 +45,13 @@ are needed). It is called once per call of the layer in the Keras graph.
 - Build nodes with `ctx.b` (`op`, `const`, `i64`, `sub` for Scan/Loop bodies, `add_function` for a
   model-local function in domain `builder.LOCAL_DOMAIN`). Return the call's outputs in Keras' order
   (output, then states when return_state), with the right output mask (Keras' compute_mask).
+  Which tensors are states and whether the call is masked follow `seqserve.keras.calls`.
 - Recurrent state: for each state K of the layer, `ctx.state_input(layer.name, K, shape_without_batch)`
   creates graph input `state_in.<layer>.K`; use it unless `call.initial_state` is given; then
   `ctx.state_output(layer.name, K, final_tensor)`. Append the layer name to `ctx.stateful_layers`
   if its config says stateful. `recurrent.emit_recurrent_layer` does all of this for cell-based layers.
-- `ctx.target` is "cpu" or "cuda": for "cuda" emit only forms ORT's CUDA EP runs (no RNN-family
-  op with non-default activations, activation_alpha/beta, clip, or GRU linear_before_reset=0).
+- `ctx.target` is a `Target` (`target.py`): emit only forms it runs (for CUDA: no RNN-family op
+  with non-default activations, activation_alpha/beta, clip, or GRU linear_before_reset=0).
 - `ctx.keras_major` is the Keras major version that wrote the file.
 """
 

@@ -6,23 +6,9 @@ import math
 from typing import Any
 
 from seqserve.export.builder import GraphBuilder
+from seqserve.keras.activations import activation_name
 
-# Activations the fused ONNX LSTM/GRU ops compute exactly like Keras with default arguments.
-FUSED_DEFAULTS = {"sigmoid": "Sigmoid", "tanh": "Tanh"}
-
-
-def activation_name(spec: Any) -> str | None:
-    """The Keras name of a serialized activation, or None if it is not a built-in one."""
-    if spec is None:
-        return "linear"
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict):
-        cfg = spec.get("config")
-        module = str(spec.get("module") or "")
-        if isinstance(cfg, str) and (not module or module.startswith("keras")):
-            return cfg
-    return None
+__all__ = ["activation_name", "apply", "is_supported"]
 
 
 def is_supported(name: str | None) -> bool:

@@ -16,6 +16,7 @@ import onnx
 from seqserve.datatypes import to_v2_datatype
 from seqserve.errors import ExportError
 from seqserve.export.convert import BuiltGraph, build_onnx, np_dtype
+from seqserve.export.target import Target
 from seqserve.keras import KerasModel, load_keras_model
 from seqserve.store.signature import MODEL_FILE, Signature, StateSpec, TensorSpec
 
@@ -71,13 +72,12 @@ def export_model(
     Everything is checked and built before the store is touched; the files are written into a
     temporary directory next to the versions and renamed into place, so a failure leaves nothing.
     """
-    if target not in ("cpu", "cuda"):
-        raise ExportError(f"unknown target {target!r}: expected 'cpu' or 'cuda'")
+    chosen = Target.named(target)
     if not name or "/" in name or name.startswith("."):
         raise ExportError(f"invalid model name {name!r}")
     src = Path(src)
     model = load_keras_model(src)
-    built = _build_with_progress(model, target, progress)
+    built = _build_with_progress(model, chosen, progress)
     onnx_model = built.model
     try:
         onnx.checker.check_model(onnx_model)
@@ -93,7 +93,7 @@ def export_model(
             for s in built.states
         ],
         stateful=bool(built.stateful_layers) if stateful is None else bool(stateful),
-        target=target,
+        target=chosen.name,
         source={
             "file": src.name,
             "format": model.format,
@@ -170,7 +170,7 @@ def _choose_version(model_dir: Path, version: int | None, src: Path) -> int:
     return version
 
 
-def _build_with_progress(model: KerasModel, target: str, progress: bool) -> BuiltGraph:
+def _build_with_progress(model: KerasModel, target: Target, progress: bool) -> BuiltGraph:
     from tqdm import tqdm
 
     big = model.n_params > 5_000_000

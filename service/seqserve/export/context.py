@@ -11,6 +11,7 @@ import numpy as np
 
 from seqserve.errors import ExportError
 from seqserve.export.builder import FLOAT, GraphBuilder
+from seqserve.export.target import Target
 from seqserve.keras.model import KerasModel, Layer
 
 
@@ -73,7 +74,7 @@ Converter = Callable[["ConvertContext", Layer, CallValues], list[Value]]
 
 
 class ConvertContext:
-    def __init__(self, model: KerasModel, builder: GraphBuilder, target: str) -> None:
+    def __init__(self, model: KerasModel, builder: GraphBuilder, target: Target) -> None:
         self.model = model
         self.b = builder
         self.target = target

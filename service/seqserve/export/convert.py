@@ -15,7 +15,9 @@ from seqserve.export import registry
 from seqserve.export.builder import GraphBuilder
 from seqserve.export.context import CallValues, ConvertContext, StateRecord, Value
 from seqserve.export.convert_dtypes import ONNX_DTYPES
-from seqserve.keras.config import keras3_tensors
+from seqserve.export.target import CPU, Target
+from seqserve.keras.calls import call_inputs, keras_passes_mask
+from seqserve.keras.graph import Unresolved, calls_in_order, output_refs
 from seqserve.keras.model import KerasModel, Layer, LayerCall, TensorRef
 
 _DTYPES = ONNX_DTYPES
@@ -39,7 +41,7 @@ class BuiltGraph:
     stateful_layers: list[str]
 
 
-def build_onnx(model: KerasModel, target: str = "cpu", on_layer: Callable[[Layer], None] | None = None) -> BuiltGraph:
+def build_onnx(model: KerasModel, target: Target = CPU, on_layer: Callable[[Layer], None] | None = None) -> BuiltGraph:
     registry.load_all()
     b = GraphBuilder()
     ctx = ConvertContext(model, b, target)
@@ -77,57 +79,15 @@ def build_onnx(model: KerasModel, target: str = "cpu", on_layer: Callable[[Layer
         for k in range(10):
             b.scope.reserve(ref.layer if k == 0 else f"{ref.layer}_{k}")
 
-    pending = [
-        (layer, i) for layer in model.layers if layer.class_name != "InputLayer" for i in range(len(layer.calls))
-    ]
-    while pending:
-        progressed = False
-        rest = []
-        for layer, i in pending:
-            call = layer.calls[i]
-            refs = [*call.inputs, *call.initial_state, *([call.mask] if call.mask else [])]
-            if not all(r in values for r in refs):
-                rest.append((layer, i))
-                continue
-            if not call.inputs:
-                raise ctx.error(layer, "layer call has no inputs")
-            in_refs, state_refs = call_inputs(model, layer, call)
-            ins = [values[r] for r in in_refs]
-            if call.mask is not None:
-                # An explicit mask (Keras 3 functional) is the mask of the first input.
-                m = values[call.mask]
-                ins[0] = replace(ins[0], mask=m.name if m.rank == 2 else None)
-            masked = call.mask is not None or keras_passes_mask(model, call)
-            cv = CallValues(ins, [values[r] for r in state_refs], call.kwargs, call.args, masked)
-            ctx.call_index = i
-            try:
-                outs = registry.CONVERTERS[layer.kind](ctx, layer, cv)
-            except ExportError:
-                raise
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-                # A config or weight that does not look like what this Keras class writes.
-                raise ctx.error(
-                    layer, f"malformed {layer.class_name} config or weights ({type(e).__name__}: {e})"
-                ) from None
-            for t, v in enumerate(outs):
-                values[TensorRef(layer.name, i, t)] = v
+    try:
+        for layer, i, call in calls_in_order(model, values.__contains__):
+            values.update(_convert_call(ctx, layer, i, call, values))
             if on_layer is not None:
                 on_layer(layer)
-            progressed = True
-        if not progressed:
-            missing = sorted({r.layer for layer, i in rest for r in layer.calls[i].inputs if r not in values})
-            raise ctx.error(rest[0][0], f"inputs never produced (from {', '.join(missing)})")
-        pending = rest
+    except Unresolved as e:
+        raise ctx.error(e.layer, str(e)) from None
 
-    out_refs: list[TensorRef] = []
-    for ref in model.outputs:
-        if ref.tensor == -1:
-            n = 0
-            while TensorRef(ref.layer, ref.node, n) in values:
-                out_refs.append(TensorRef(ref.layer, ref.node, n))
-                n += 1
-        else:
-            out_refs.append(ref)
+    out_refs = output_refs(model, values.__contains__)
     out_names = _output_names(model, out_refs)
     outputs: list[GraphIO] = []
     for ref, name in zip(out_refs, out_names, strict=False):
@@ -147,54 +107,28 @@ def build_onnx(model: KerasModel, target: str = "cpu", on_layer: Callable[[Layer
     return BuiltGraph(onnx_model, inputs, outputs, ctx.states, ctx.stateful_layers)
 
 
-# Layers whose `call(sequences, initial_state=None, mask=None, ...)` takes states (Keras 3).
-_STATE_CALLS = {
-    "LSTM",
-    "GRU",
-    "SimpleRNN",
-    "RNN",
-    "Bidirectional",
-    "ConvLSTM1D",
-    "ConvLSTM2D",
-    "ConvLSTM3D",
-}
-
-
-def call_inputs(model: KerasModel, layer: Layer, call: LayerCall) -> tuple[list[TensorRef], list[TensorRef]]:
-    """(inputs, initial states) of a call. A Keras 3 recurrent layer may get its states as the
-    second positional argument, `lstm(x, [h, c])` (`call(sequences, initial_state, ...)`); the
-    reader lists those tensors among the inputs."""
-    args = call.args
-    if (
-        model.keras_major >= 3
-        and layer.class_name in _STATE_CALLS
-        and not call.initial_state
-        and len(args) >= 2
-        and keras3_tensors(args[1])
-        and not any(keras3_tensors(a) for a in args[2:])
-    ):
-        n = len(keras3_tensors(args[0]))
-        if 0 < n < len(call.inputs):
-            return call.inputs[:n], call.inputs[n:]
-    return call.inputs, call.initial_state
-
-
-def keras_passes_mask(model: KerasModel, call: LayerCall) -> bool:
-    """Whether Keras hands the first input's mask to the layer's `call()` (no explicit `mask=`).
-
-    Keras 3, `Layer.__call__` (keras/src/layers/layer.py, "6. Populate mask argument(s)"): `mask`
-    is filled in from the inputs' `_keras_mask` only when the call has exactly one tensor argument
-    (`CallSpec.tensor_arguments_dict`; a list of tensors is one argument). `lstm(x,
-    initial_state=[h, c])` or `lstm(x, [h, c])` has two, so the layer runs unmasked; its output
-    still gets compute_mask(x, mask of x) (`previous_mask` falls back to the first argument's).
-    Keras 2 (tf_keras `RNN.__call__` / `Bidirectional.__call__`) folds Keras-tensor states into
-    the inputs list, `Layer._get_input_masks` passes the list of masks and `RNN.call` uses the
-    first: masked.
-    """
-    if model.keras_major < 3:
-        return True
-    n_args = sum(1 for a in call.args if keras3_tensors(a)) if call.args else 1
-    return n_args + (1 if call.initial_state else 0) <= 1
+def _convert_call(
+    ctx: ConvertContext, layer: Layer, i: int, call: LayerCall, values: dict[TensorRef, Value]
+) -> dict[TensorRef, Value]:
+    """One call of a layer through its converter: the values it produces, by reference."""
+    if not call.inputs:
+        raise ctx.error(layer, "layer call has no inputs")
+    in_refs, state_refs = call_inputs(ctx.model, layer, call)
+    ins = [values[r] for r in in_refs]
+    if call.mask is not None:
+        # An explicit mask (Keras 3 functional) is the mask of the first input.
+        m = values[call.mask]
+        ins[0] = replace(ins[0], mask=m.name if m.rank == 2 else None)
+    cv = CallValues(ins, [values[r] for r in state_refs], call.kwargs, call.args, keras_passes_mask(ctx.model, call))
+    ctx.call_index = i
+    try:
+        outs = registry.CONVERTERS[layer.kind](ctx, layer, cv)
+    except ExportError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        # A config or weight that does not look like what this Keras class writes.
+        raise ctx.error(layer, f"malformed {layer.class_name} config or weights ({type(e).__name__}: {e})") from None
+    return {TensorRef(layer.name, i, t): v for t, v in enumerate(outs)}
 
 
 def _output_names(model: KerasModel, refs: list[TensorRef]) -> list[str]:

@@ -9,23 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from seqserve.errors import ExportError
+from seqserve.keras.calls import STATE_TAKING_LAYERS, keras3_tensors
 from seqserve.keras.model import ALIAS, OUTPUTS, Layer, LayerCall, TensorRef
 
-# Layers whose extra positional inputs (Keras 1/2 wiring) are initial states.
-RECURRENT_CLASSES = {
-    "LSTM",
-    "GRU",
-    "SimpleRNN",
-    "RNN",
-    "Bidirectional",
-    "CuDNNLSTM",
-    "CuDNNGRU",
-    "ConvLSTM1D",
-    "ConvLSTM2D",
-    "ConvLSTM3D",
-    "LSTMV1",
-    "GRUV1",
-}
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
 
@@ -140,26 +126,6 @@ def _refs(spec: Any) -> list[TensorRef]:
     return out
 
 
-def keras3_tensors(obj: Any) -> list[TensorRef]:
-    """Every `__keras_tensor__` inside a raw Keras 3 call argument, in order."""
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            hist = (obj.get("config") or {}).get("keras_history")
-            if not (isinstance(hist, list) and len(hist) == 3):
-                raise ExportError(f"malformed keras tensor {str(obj)[:80]}")
-            return [TensorRef(str(hist[0]), int(hist[1]), int(hist[2]))]
-        out: list[TensorRef] = []
-        for v in obj.values():
-            out.extend(keras3_tensors(v))
-        return out
-    if isinstance(obj, (list, tuple)):
-        out = []
-        for v in obj:
-            out.extend(keras3_tensors(v))
-        return out
-    return []
-
-
 def _legacy_ref(item: Any) -> TensorRef | None:
     if isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str):
         return TensorRef(item[0], int(item[1]), int(item[2]))
@@ -203,7 +169,7 @@ def _parse_call(layer: Layer, node: Any, path: str) -> LayerCall:
                         raise ExportError(
                             f"{path}: layer {layer.name!r}: tensor-valued call argument {key!r} is not supported"
                         )
-        if layer.class_name in RECURRENT_CLASSES and len(inputs) > 1 and not initial:
+        if layer.class_name in STATE_TAKING_LAYERS and len(inputs) > 1 and not initial:
             initial = inputs[1:]
             inputs = inputs[:1]
         return LayerCall(inputs=inputs, initial_state=initial, kwargs=kwargs)

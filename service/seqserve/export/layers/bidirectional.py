@@ -4,14 +4,10 @@ sequences (`zero_output_for_mask`)."""
 
 from __future__ import annotations
 
+from seqserve.cells import state_names
 from seqserve.export.builder import FLOAT
 from seqserve.export.context import CallValues, ConvertContext, Value
-from seqserve.export.recurrent import (
-    build_cells,
-    emit_recurrent_layer,
-    options_from_config,
-    stacked_kinds,
-)
+from seqserve.export.recurrent import RecurrentOptions, build_cells, emit_recurrent_layer
 from seqserve.export.registry import register
 from seqserve.keras.model import Layer
 
@@ -34,7 +30,7 @@ def bidirectional(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[V
     bcells, nb = build_cells(ctx, layer, bcls, bcfg, layer.weights[nf:], dim)
     if nf + nb != len(layer.weights):
         raise ctx.error(layer, f"forward+backward use {nf + nb} weight arrays, the file has {len(layer.weights)}")
-    fopts, bopts = options_from_config(fcfg), options_from_config(bcfg)
+    fopts, bopts = RecurrentOptions.from_config(fcfg), RecurrentOptions.from_config(bcfg)
     for o in (fopts, bopts):
         o.zero_output_for_mask = o.return_sequences
     # The backward layer's sequence, re-aligned with the input (time reversed) by the layer itself.
@@ -43,7 +39,7 @@ def bidirectional(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[V
     f_init, b_init = call.initial_state[:half], call.initial_state[half:]
     # Keras 3 runs both directions unmasked when the call has states (`call.masked`); the merged
     # output still carries x's mask (Bidirectional.compute_mask).
-    fkinds, bkinds = stacked_kinds(fcells, "forward_"), stacked_kinds(bcells, "backward_")
+    fkinds, bkinds = state_names(fcells, "forward_"), state_names(bcells, "backward_")
     y, fstates = emit_recurrent_layer(ctx, layer, x, f_init, fcells, fopts, fkinds, masked=call.masked)
     y_rev, bstates = emit_recurrent_layer(ctx, layer, x, b_init, bcells, bopts, bkinds, masked=call.masked)
     b = ctx.b

@@ -9,6 +9,7 @@ from seqserve.export import activations
 from seqserve.export.builder import BOOL, FLOAT, INT64
 from seqserve.export.context import CallValues, ConvertContext, Value
 from seqserve.export.registry import CONVERTERS, register
+from seqserve.keras.calls import IDENTITY_AT_INFERENCE
 from seqserve.keras.model import Layer
 
 
@@ -46,16 +47,7 @@ def activation(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[Valu
     return [Value(_activate(ctx, layer, x.name), x.shape, x.dtype, x.mask)]
 
 
-@register(
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-    "ActivityRegularization",
-)
+@register(*sorted(IDENTITY_AT_INFERENCE))
 def identity(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[Value]:
     """No-ops at inference: the value and its mask pass through."""
     return [call.x]
