@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STORE ?= model_store
 PYTEST_ARGS ?=
 
-.PHONY: serve test setup setup-test system-deps examples lint proto clean
+.PHONY: serve test setup setup-test system-deps examples lint proto gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: setup-test
 # Rebuilds the example models (trains small Keras models, exports them into model_store/).
 examples: setup-test
 	$(BIN)/python scripts/build_examples.py --store $(STORE)
+
+# On a device machine with onnxruntime-gpu (see scripts/gpu_check.sh): the gpu tests and the GPU bench.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 lint: setup-test
 	$(BIN)/ruff check service tests scripts bench

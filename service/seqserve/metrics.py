@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -66,7 +66,14 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
             registry=self.registry,
         )
+        self.nodes = Gauge(
+            "seqserve_model_nodes",
+            "Nodes of a model version by the execution provider ONNX Runtime ran them on (its warm-up, profiled).",
+            [*labels, "provider", "op"],
+            registry=self.registry,
+        )
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
+        self._placed: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._failure_reasons: dict[tuple[str, str], set[str]] = {}
 
     def of(self, model: str, version: str) -> VersionMetrics:
@@ -92,6 +99,14 @@ class Metrics:
                 family.remove(model, version)
         for reason in self._failure_reasons.pop((model, version), set()):
             self.failures.remove(model, version, reason)
+        for provider, op in self._placed.pop((model, version), []):
+            self.nodes.remove(model, version, provider, op)
+
+    def placement(self, model: str, version: str, counts: Mapping[tuple[str, str], int]) -> None:
+        """Where a model version's nodes run: (provider, op type) -> count."""
+        self._placed[(model, version)] = list(counts)
+        for (provider, op), n in counts.items():
+            self.nodes.labels(model, version, provider, op).set(n)
 
     def failed(self, model: str, version: str, reason: str) -> None:
         """Counts a failed request of a model version, by error class."""

@@ -41,6 +41,8 @@ class ModelRunner:
         self._metrics = metrics
         self._labels = (name, str(version))
         self.series = metrics.of(*self._labels)
+        if model.placement is not None:
+            metrics.placement(name, str(version), model.placement.counts())
         self._scheduler: Scheduler | None = None
         self._closed = False
         self.configure(config)
@@ -138,7 +140,7 @@ class RunnerFactory:
     def __call__(self, name: str, version: int, path: Path, signature: Signature, config: ModelConfig) -> ModelRunner:
         s = self.settings
         options = session_options(s.intra_op_threads, s.inter_op_threads, s.allow_spinning)
-        model = OrtModel(path, signature, self.providers, options)
-        if s.warmup:
-            model.warm_up()
+        model = OrtModel(path, signature, self.providers, options, first_run=s.warmup)
+        where = model.placement.summary() if model.placement else "not run at load (warm-up off)"
+        log.info("model %s version %d: nodes %s", name, version, where)
         return ModelRunner(name, version, model, s, config, self.metrics)

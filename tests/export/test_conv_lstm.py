@@ -3,7 +3,6 @@ geometry and option, stateful over consecutive calls, and from real tf.keras 2 `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -302,39 +301,6 @@ def test_cuda_target_uses_only_ops_the_cuda_ep_runs_and_still_runs_on_cpu(tmp_pa
     xs = rng.standard_normal((BATCH, STEPS, GRID, GRID, CHANNELS)).astype(np.float32)
     (got,) = run_zero_state(session, sig, {"x": xs})
     assert max_diff(got, model.predict(xs, verbose=0)) <= TOL
-
-
-@pytest.mark.gpu
-def test_conv_lstm2d_runs_on_the_cuda_ep_and_matches_keras(tmp_path: Path) -> None:
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDA execution provider")
-    x = keras.Input((STEPS, 16, 16, 4), name="x")
-    y = keras.layers.ConvLSTM2D(8, 3, padding="same", recurrent_activation="hard_sigmoid",
-                                return_sequences=True, name="y")(x)
-    model = keras.Model(x, y)
-    rng = np.random.default_rng(4)
-    randomize(model, rng)
-    xs = rng.standard_normal((BATCH, STEPS, 16, 16, 4)).astype(np.float32)
-    want = model.predict(xs, verbose=0)  # Keras on the CPU, before any CUDA library loads
-    src = tmp_path / "m.keras"
-    model.save(src)
-    report = export_model(src, name="gpu", store=tmp_path / "store", target="cuda", progress=False)
-    if hasattr(ort, "preload_dlls"):
-        ort.preload_dlls()
-    opts = ort.SessionOptions()
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(tmp_path / "profile")
-    session = ort.InferenceSession(
-        str(report.path / MODEL_FILE), opts,
-        providers=[("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"],
-    )
-    (got,) = run_zero_state(session, report.signature, {"x": xs})
-    profile = json.loads(Path(session.end_profiling()).read_text())
-    assert max_diff(got, want) <= TOL
-    placed = {(e["args"].get("op_name"), e["args"].get("provider")) for e in profile
-              if e.get("cat") == "Node" and e["args"].get("op_name") in ("Scan", "Conv")}
-    assert placed, "no Scan or Conv node in the profile"
-    assert {p for _, p in placed} == {"CUDAExecutionProvider"}, placed
 
 
 def test_softmax_cell_activation_is_a_clear_error(tmp_path: Path) -> None:

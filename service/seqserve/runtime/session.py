@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from seqserve.datatypes import to_numpy_dtype
-from seqserve.errors import InferenceFailed
-from seqserve.runtime.providers import CUDA, ProviderList
+from seqserve.errors import InferenceFailed, ModelNotReady
+from seqserve.runtime.placement import Placement
+from seqserve.runtime.providers import CPU, CUDA, ProviderList
 from seqserve.store.signature import Signature
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,12 @@ def session_options(intra_op_threads: int, inter_op_threads: int, allow_spinning
 
 
 class OrtModel:
-    """Runs one model version. Thread-safe: ORT sessions may be run from several threads at once."""
+    """Runs one model version. Thread-safe: ORT sessions may be run from several threads at once.
+
+    With `first_run` (the warm-up: one run on zeros, so the first client does not pay for ORT's
+    lazy setup) the run is profiled and `placement` says where each node ran. A model asked to run
+    on CUDA always gets that run, and is refused when ORT did not give it the CUDA EP at all.
+    """
 
     def __init__(
         self,
@@ -37,8 +45,14 @@ class OrtModel:
         signature: Signature,
         providers: ProviderList,
         options: ort.SessionOptions,
+        first_run: bool = True,
     ) -> None:
         self.signature = signature
+        wants_cuda = providers[0][0] == CUDA
+        first_run = first_run or wants_cuda
+        if first_run:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"seqserve-placement-{os.getpid()}")
         self.session = ort.InferenceSession(
             str(model_path),
             sess_options=options,
@@ -48,6 +62,25 @@ class OrtModel:
         self.providers = self.session.get_providers()
         self.on_cuda = CUDA in self.providers
         self._output_names = [o.name for o in signature.outputs] + [s.output for s in signature.states]
+        self.placement: Placement | None = None
+        if first_run:
+            try:
+                self.warm_up()
+            finally:
+                self.placement = Placement.read_and_remove(self.session.end_profiling())
+        if wants_cuda and not self.on_cuda:
+            raise ModelNotReady(
+                f"{model_path}: ONNX Runtime did not give this model the CUDA execution provider and would run "
+                f"it on {', '.join(self.providers)} (its log says why: often CUDA or cuDNN libraries it cannot "
+                "find); refused rather than served on the CPU under --device cuda"
+            )
+        if self.on_cuda and self.placement is not None and self.placement.compute_on(CPU):
+            log.warning(
+                "%s: ONNX Runtime runs these nodes on the CPU, not CUDA: %s (export with --target cuda for "
+                "forms the CUDA EP runs)",
+                model_path,
+                ", ".join(self.placement.compute_on(CPU)),
+            )
 
     def zero_states(self, batch_size: int) -> dict[str, np.ndarray]:
         """The state inputs of a call that carries no state: zeros, as Keras starts a sequence."""
