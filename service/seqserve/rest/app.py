@@ -11,7 +11,7 @@ from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.rest.error_handlers import install_error_handlers
 from seqserve.rest.health import health_router
-from seqserve.rest.inference import document_infer, infer_routes
+from seqserve.rest.inference import InferRouting, document_infer, infer_routes
 from seqserve.rest.metadata import metadata_router
 from seqserve.rest.monitoring import monitoring_router
 from seqserve.rest.sessions import sessions_router
@@ -24,7 +24,8 @@ _NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     """The REST app `seqserve serve` runs in uvicorn; tests may also drive it in-process with httpx.
 
-    Infer comes first in the route table: it is the request a busy server mostly gets.
+    Infer comes first in the route table, and the innermost middleware hands it its requests
+    directly (`InferRouting`): it is the request a busy server mostly gets.
     """
     app = FastAPI(
         title="seqserve",
@@ -33,7 +34,9 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
         telemetry=_NO_TELEMETRY,
     )
     install_error_handlers(app)
-    app.router.routes.extend(infer_routes(dataplane, settings.max_request_bytes))
+    routes = infer_routes(dataplane, settings.max_request_bytes)
+    app.router.routes[:0] = routes  # before /docs and the rest
+    app.add_middleware(InferRouting, routes=routes)  # first added: innermost, inside any added later
     app.include_router(health_router(dataplane))
     app.include_router(metadata_router(dataplane))
     app.include_router(sessions_router(dataplane, settings))

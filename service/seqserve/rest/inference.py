@@ -13,8 +13,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
@@ -90,6 +90,28 @@ class InferEndpoint:
 def infer_routes(dataplane: DataPlane, max_request_bytes: int) -> list[Route]:
     endpoint = InferEndpoint(dataplane, max_request_bytes)
     return [Route(path, endpoint, methods=["POST"]) for path in INFER_PATHS]
+
+
+class InferRouting:
+    """The app's innermost middleware: a request one of the infer routes matches is handed to it
+    here, without FastAPI's exception and exit-stack layers and the walk over the route table (the
+    endpoint answers its own errors and holds no resources). Middleware added to the app wraps
+    this, so it sees infer requests; everything else, a wrong method on an infer path included,
+    goes on to the router, where the same routes sit."""
+
+    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def document_infer(schema: dict[str, Any]) -> dict[str, Any]:
