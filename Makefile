@@ -25,11 +25,15 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.serve-installed
 setup-test: $(VENV)/.test-installed system-deps
 
-# The session tests start a real redis-server (Debian package).
+# Debian packages the tests start for real: redis-server (session stores), nginx and envsubst (the
+# load balancer of the replica tests, rendered from deploy/nginx's template).
+SYSTEM_PACKAGES := redis-server:redis-server nginx:nginx-light envsubst:gettext-base
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian package) for the session store tests"; \
-	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the tests:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 serve: setup
 	$(BIN)/seqserve serve --store $(STORE)

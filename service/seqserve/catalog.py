@@ -14,12 +14,17 @@ PLATFORM = "onnxruntime_onnx"
 class Catalog:
     def __init__(self, store: ModelStore) -> None:
         self.store = store
+        # Set when the server begins to shut down: readiness turns false at once, so load balancers
+        # and Kubernetes send no new work while requests in flight finish.
+        self.stopping = False
 
     def live(self) -> bool:
         return True
 
     def ready(self) -> bool:
-        """Ready when every model in the store has at least one ready version."""
+        """Ready when not shutting down and every model in the store has at least one ready version."""
+        if self.stopping:
+            return False
         return all(any(mv.ready for mv in self.store.versions(name)) for name in self.store.names())
 
     def server_metadata(self) -> dict[str, object]:

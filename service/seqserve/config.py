@@ -94,6 +94,13 @@ class Settings(BaseSettings, ModelDefaults):
         2.0, ge=0, description="How often the store directory is re-scanned for added or removed versions (0 = never)."
     )
     warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
+    shutdown_grace: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM: readiness turns false and new connections and calls are refused at once; requests "
+        "in flight and open streams have this many seconds to finish (streams end at their next request "
+        "boundary), then the server exits 0. Keep it below Kubernetes' terminationGracePeriodSeconds.",
+    )
     log_level: str = Field("info", description="Python logging level name (debug, info, warning, error, critical).")
 
     sessions: str = Field(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+from typing import Protocol
 
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
@@ -72,42 +75,67 @@ async def _follow_store(dataplane: DataPlane, every: float) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Runs until cancelled (SIGINT/SIGTERM stop uvicorn, which ends this)."""
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
+
+    On the signal, readiness turns false and both front ends refuse new work at once (the REST
+    listener closes; new gRPC calls get UNAVAILABLE, which load balancers and clients retry on
+    another replica); requests in flight and open streams get `shutdown_grace` seconds, streams
+    ending at a request boundary. Every answered step's state was written before its answer, so
+    nothing answered is lost. A second signal exits at once.
+    """
     dataplane = build_dataplane(settings)
+    front_ends: list[FrontEnd] = []
     tasks: list[asyncio.Task[None]] = []
-    grpc_server = None
-    if settings.grpc_port:
-        from seqserve.grpc.server import create_grpc_server
-
-        grpc_server = create_grpc_server(dataplane, settings)
-        await grpc_server.start()
-        log.info("gRPC listening on %s:%d", settings.host, settings.grpc_port)
-    if settings.store_poll_seconds > 0:
-        tasks.append(asyncio.create_task(_follow_store(dataplane, settings.store_poll_seconds)))
-    if settings.max_sequence_idle > 0:
-        sweep_every = min(max(settings.max_sequence_idle / 4, 0.05), 10.0)
-        tasks.append(asyncio.create_task(_sweep_sessions(dataplane, sweep_every)))
     try:
+        if settings.grpc_port:
+            from seqserve.grpc.server import GrpcFrontEnd
+
+            front_ends.append(GrpcFrontEnd(dataplane, settings))
         if settings.http_port:
-            import uvicorn
+            from seqserve.rest.server import RestFrontEnd
 
-            from seqserve.rest.app import create_app
-
-            config = uvicorn.Config(
-                create_app(dataplane, settings),
-                host=settings.host,
-                port=settings.http_port,
-                log_level=settings.log_level.lower(),
-                access_log=False,
-            )
-            await uvicorn.Server(config).serve()
-        elif grpc_server is not None:
-            await grpc_server.wait_for_termination()
+            front_ends.append(RestFrontEnd(dataplane, settings))
+        for front_end in front_ends:
+            await front_end.start()
+        log.info(
+            "serving REST on %s:%d, gRPC on %s:%d (0: off)",
+            settings.host, settings.http_port, settings.host, settings.grpc_port,
+        )  # fmt: skip
+        if settings.store_poll_seconds > 0:
+            tasks.append(asyncio.create_task(_follow_store(dataplane, settings.store_poll_seconds)))
+        if settings.max_sequence_idle > 0:
+            sweep_every = min(max(settings.max_sequence_idle / 4, 0.05), 10.0)
+            tasks.append(asyncio.create_task(_sweep_sessions(dataplane, sweep_every)))
+        signal_name = await _signalled()
+        log.info("%s: shutting down; requests in flight have %g s", signal_name, settings.shutdown_grace)
+        dataplane.catalog.stopping = True
+        await asyncio.gather(*(front_end.stop(settings.shutdown_grace) for front_end in front_ends))
     finally:
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if grpc_server is not None:
-            await grpc_server.stop(grace=1.0)
         await dataplane.close()
+    log.info("stopped")
+
+
+class FrontEnd(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+async def _signalled() -> str:
+    """Waits for SIGTERM or SIGINT; returns its name. A second one ends the process at once."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[str] = loop.create_future()
+
+    def on_signal(number: signal.Signals) -> None:
+        if received.done():
+            log.warning("%s again: exiting now, without waiting for requests in flight", number.name)
+            os._exit(1)
+        received.set_result(number.name)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal, number)
+    return await received

@@ -21,7 +21,26 @@ INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceS
 SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
 
-def create_grpc_server(dataplane: DataPlane, settings: Settings) -> grpc.aio.Server:
+class GrpcFrontEnd:
+    """The gRPC server of `seqserve serve`, started and stopped gracefully."""
+
+    def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        self.inference = InferenceServicer(dataplane)
+        self.server = create_grpc_server(dataplane, settings, self.inference)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        """New calls are refused (UNAVAILABLE); open streams end at their next request boundary;
+        calls still running after `grace` seconds are cancelled."""
+        self.inference.stop_streams()
+        await self.server.stop(grace)
+
+
+def create_grpc_server(
+    dataplane: DataPlane, settings: Settings, inference: InferenceServicer | None = None
+) -> grpc.aio.Server:
     """A server bound to settings.host:settings.grpc_port, not started yet (the caller awaits start())."""
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor()],
@@ -34,7 +53,7 @@ def create_grpc_server(dataplane: DataPlane, settings: Settings) -> grpc.aio.Ser
             ("grpc.so_reuseport", 0),
         ],
     )
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    add_GRPCInferenceServiceServicer_to_server(inference or InferenceServicer(dataplane), server)
     add_SessionServiceServicer_to_server(SessionServicer(dataplane), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
     services = [

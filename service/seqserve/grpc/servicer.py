@@ -3,10 +3,16 @@
 Errors are not handled here: a SeqserveError raised by a method becomes its gRPC status in
 `seqserve.grpc.interceptor`. The one exception is ModelStreamInfer, where a failure belongs to one
 request of the stream and is answered in-band, so the stream survives it.
+
+When the server stops (`stop_streams`), every open stream ends with UNAVAILABLE at a request
+boundary: at once where it waits for the client's next request, after the answer where one is
+being computed. Every request answered on it was applied and none after it, so a client sends the
+rest on a new stream, which the load balancer opens on another replica.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -22,9 +28,25 @@ from seqserve.grpc.interceptor import internal_error_message
 log = logging.getLogger(__name__)
 
 
+STOPPING = (
+    "the server is shutting down: every request answered on this stream was applied, none after it; "
+    "send the rest on a new stream"
+)
+
+
 class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self._dataplane = dataplane
+        # The task of each open stream -> whether it waits for the client's next request.
+        self._streams: dict[asyncio.Task[object], bool] = {}
+        self._stopping = False
+
+    def stop_streams(self) -> None:
+        """Ends every open stream at its next request boundary (module docstring)."""
+        self._stopping = True
+        for task, waiting in self._streams.items():
+            if waiting:
+                task.cancel()
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -66,14 +88,33 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         Requests are applied one after another, never overlapped: a stream is how a client sends
         the steps of a sequence, and steps must reach the model in order.
         """
-        async for request in requests:
-            try:
-                response = await self._dataplane.infer(converters.infer_request_from_proto(request))
-                answer = pb.ModelStreamInferResponse()
-                converters.infer_response_to_proto(response, answer.infer_response)
-            except SeqserveError as e:
-                answer = converters.stream_error_to_proto(request, e.message)
-            except Exception as e:
-                log.exception("request %s of a ModelStreamInfer stream failed", request.id or "-")
-                answer = converters.stream_error_to_proto(request, internal_error_message("ModelStreamInfer", e))
-            yield answer
+        task = asyncio.current_task()
+        assert task is not None
+        streams = self._streams
+        streams[task] = True
+        stopped = False
+        try:
+            async for request in requests:
+                streams[task] = False
+                try:
+                    response = await self._dataplane.infer(converters.infer_request_from_proto(request))
+                    answer = pb.ModelStreamInferResponse()
+                    converters.infer_response_to_proto(response, answer.infer_response)
+                except SeqserveError as e:
+                    answer = converters.stream_error_to_proto(request, e.message)
+                except Exception as e:
+                    log.exception("request %s of a ModelStreamInfer stream failed", request.id or "-")
+                    answer = converters.stream_error_to_proto(request, internal_error_message("ModelStreamInfer", e))
+                yield answer
+                if self._stopping:
+                    stopped = True
+                    break
+                streams[task] = True
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            stopped = True  # cancelled by stop_streams while waiting for the next request
+        finally:
+            streams.pop(task, None)
+        if stopped:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
