@@ -22,12 +22,23 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.serve-installed
 
-setup: $(VENV)/.serve-installed
-setup-test: $(VENV)/.test-installed system-deps
+# checkov (the manifests' and Dockerfile's misconfiguration scanner) pins its own dependencies:
+# it gets a virtual environment of its own.
+TOOLS ?= .venv-tools
+$(TOOLS)/.installed:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet checkov==3.3.30
+	touch $@
 
-# Debian packages the tests start for real: redis-server (session stores), nginx and envsubst (the
-# load balancer of the replica tests, rendered from deploy/nginx's template).
-SYSTEM_PACKAGES := redis-server:redis-server nginx:nginx-light envsubst:gettext-base
+setup: $(VENV)/.serve-installed
+setup-test: $(VENV)/.test-installed $(TOOLS)/.installed system-deps
+
+# Debian packages the tests use for real: redis-server (session stores), nginx and envsubst (the
+# load balancer of the replica tests, rendered from deploy/nginx's template), docker-compose (which
+# parses the compose files; no Docker engine is needed). kubectl (for `kubectl kustomize`) is
+# expected on the machine.
+SYSTEM_PACKAGES := redis-server:redis-server nginx:nginx-light envsubst:gettext-base docker-compose:docker-compose
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \
@@ -56,4 +67,4 @@ proto: setup-test
 	bash scripts/gen_proto.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -49,3 +49,20 @@ def test_exporting_loads_neither_the_grpc_stack_nor_the_server() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_serve_refuses_an_out_of_range_setting_with_one_line_naming_it(tmp_path: Path) -> None:
+    done = _seqserve("serve", "--store", str(tmp_path), "--http-port", "-1", "--max-sequence-idle", "-3")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("seqserve serve: error: invalid settings: ")
+    assert "SEQSERVE_HTTP_PORT: Input should be greater than or equal to 0" in line
+    assert "SEQSERVE_MAX_SEQUENCE_IDLE: Input should be greater than or equal to 0" in line
+
+
+def test_settings_may_come_from_a_secrets_directory_the_environment_wins(tmp_path: Path) -> None:
+    from seqserve.config import Settings
+
+    (tmp_path / "seqserve_sessions").write_text("redis://from-a-secret:6379/0")
+    assert Settings(_secrets_dir=str(tmp_path)).sessions == "redis://from-a-secret:6379/0"
+    assert Settings(_secrets_dir=str(tmp_path), sessions="memory").sessions == "memory"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
-from seqserve.errors import SeqserveError
+from seqserve.errors import InvalidInput, SeqserveError
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -27,13 +28,26 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# Settings may also be files, one per setting, named like its variable (`seqserve_sessions`): how a
+# Kubernetes Secret is best handed over (mounted, not in the environment).
+SECRETS_DIR = "/run/secrets/seqserve"
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from seqserve.config import Settings
     from seqserve.server import serve
 
-    # Flags given on the command line win over SEQSERVE_* variables, which win over defaults.
+    # Flags given on the command line win over SEQSERVE_* variables, which win over files in the
+    # secrets directory, which win over defaults.
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    settings = Settings(**overrides)
+    secrets = os.environ.get("SEQSERVE_SECRETS_DIR") or (SECRETS_DIR if os.path.isdir(SECRETS_DIR) else None)
+    try:
+        settings = Settings(**overrides, _secrets_dir=secrets)
+    except ValidationError as e:
+        problems = "; ".join(f"SEQSERVE_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        raise InvalidInput(f"invalid settings: {problems}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(settings))
     return 0
