@@ -106,6 +106,12 @@ class Settings(BaseSettings, ModelDefaults):
     sessions: str = Field(
         "memory", description="Where session states live: `memory` (this process) or `redis://host:port/db`."
     )
+    session_store_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a call to the Redis session store may take; past it the request fails with 503 / "
+        "UNAVAILABLE (retryable) and the server goes on.",
+    )
     max_sessions: int = Field(100_000, ge=1, description="Most sessions held at once, over every model.")
     max_session_bytes: int = Field(
         1 << 30, ge=1, description="Most bytes of session state held at once, over every model (memory store)."

@@ -46,6 +46,13 @@ class ModelNotReady(SeqserveError):
     grpc_status = "UNAVAILABLE"
 
 
+class StoreUnavailable(SeqserveError):
+    """The session store (Redis) did not answer in time; the request may be retried."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_status = "UNAVAILABLE"
+
+
 class PayloadTooLarge(SeqserveError):
     """The request body is larger than the configured limit."""
 

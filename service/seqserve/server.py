@@ -35,6 +35,7 @@ def state_store(settings: Settings) -> StateStore:
         max_sessions=settings.max_sessions,
         idle_timeout=settings.max_sequence_idle,
         eviction_grace=settings.session_eviction_grace,
+        timeout=settings.session_store_timeout,
     )
 
 

@@ -25,6 +25,7 @@ from seqserve.errors import (
     SeqserveError,
     SessionConflict,
     SessionNotFound,
+    StoreUnavailable,
 )
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
@@ -116,6 +117,7 @@ async def test_each_seqserve_error_becomes_its_own_grpc_code(
         (LimitExceeded, 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (InferenceFailed, 500, grpc.StatusCode.INTERNAL),
         (ModelNotReady, 503, grpc.StatusCode.UNAVAILABLE),
+        (StoreUnavailable, 503, grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_every_error_class_has_the_statuses_of_the_readme_table(
@@ -127,7 +129,7 @@ def test_every_error_class_has_the_statuses_of_the_readme_table(
 
 def test_every_error_class_is_in_the_table_above() -> None:
     classes = {InvalidInput, ExportError, ModelNotFound, SessionNotFound, SessionConflict, PayloadTooLarge}
-    classes |= {LimitExceeded, InferenceFailed, ModelNotReady}
+    classes |= {LimitExceeded, InferenceFailed, ModelNotReady, StoreUnavailable}
     assert set(SeqserveError.__subclasses__()) == classes
 
 

@@ -8,13 +8,15 @@ when the session key vanished while this one still says "live", expired by its T
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 
-from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
+from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound, StoreUnavailable
 from seqserve.sessions.state import SessionState
 from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write, gone_message
 
@@ -72,6 +74,27 @@ return existed
 """
 
 _TOMBSTONE_TTL_MS = 3_600_000
+_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _answered(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A store call that Redis does not answer (down, unreachable, or slower than the timeout)
+    fails as StoreUnavailable (503 / UNAVAILABLE: retryable), not as a crash."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except _UNREACHABLE as e:
+            raise StoreUnavailable(
+                f"the session store did not answer ({type(e).__name__}: {e}); the request may be sent again "
+                "(a step numbered with sequence_step is applied once however often it is sent)"
+            ) from None
+
+    return call
 
 
 class RedisStateStore(StateStore):
@@ -82,9 +105,11 @@ class RedisStateStore(StateStore):
         idle_timeout: float = 300.0,
         eviction_grace: float = 5.0,
         prefix: str = "seqserve:",
+        timeout: float = 5.0,
     ) -> None:
         self.url = url
-        self.client: Any = aioredis.from_url(url)
+        self.timeout = timeout
+        self.client: Any = aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._sync: Any = None
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
@@ -97,6 +122,7 @@ class RedisStateStore(StateStore):
         model = key.split("/", 1)[0]  # session keys are "<model>/<kind>:<id>"; model names hold no "/"
         return [f"{self.prefix}s:{key}", f"{self.prefix}t:{key}", f"{self.prefix}lru", f"{self.prefix}lru:{model}"]
 
+    @_answered
     async def load(self, key: str) -> SessionState:
         session, tombstone, _, _ = self._keys(key)
         blob, revision = await self.client.hmget(session, ["blob", "rev"])
@@ -108,6 +134,7 @@ class RedisStateStore(StateStore):
         # "live:..." is written on every save: the session key itself has timed out since.
         raise SessionNotFound(gone_message(reason.removeprefix("live:") or None))
 
+    @_answered
     async def save(
         self, key: str, state: SessionState, expected_revision: int | None, limits: SessionLimits | None = None
     ) -> None:
@@ -142,27 +169,40 @@ class RedisStateStore(StateStore):
         state.revision = int(result[1])
         state.last_used = time.time()
 
+    @_answered
     async def delete(self, key: str, reason: str = "has ended") -> bool:
         existed = await self._delete(keys=self._keys(key), args=[reason, _TOMBSTONE_TTL_MS, key])
         return bool(existed)
 
+    @_answered
     async def count(self) -> int:
         return int(await self.client.zcard(f"{self.prefix}lru"))
 
     # Read by the Prometheus collector at scrape time, which is synchronous: a small blocking client.
+    # A scrape while Redis is unreachable reports no value rather than failing the scrape.
     @property
-    def active(self) -> int:
-        return int(self._sync_client().zcard(f"{self.prefix}lru"))
+    def active(self) -> int | None:
+        try:
+            return int(self._sync_client().zcard(f"{self.prefix}lru"))
+        except _UNREACHABLE:
+            return None
 
     @property
-    def evictions(self) -> int:
-        return int(self._sync_client().get(f"{self.prefix}evictions") or 0)
+    def evictions(self) -> int | None:
+        try:
+            return int(self._sync_client().get(f"{self.prefix}evictions") or 0)
+        except _UNREACHABLE:
+            return None
 
     def _sync_client(self) -> Any:
         if self._sync is None:
-            self._sync = redis.Redis(connection_pool=redis.ConnectionPool.from_url(self.url, max_connections=1))
+            pool = redis.ConnectionPool.from_url(
+                self.url, max_connections=1, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+            self._sync = redis.Redis(connection_pool=pool)
         return self._sync
 
+    @_answered
     async def sweep(self) -> int:
         """Redis drops idle sessions by TTL; this only trims them from the LRU index."""
         if self.idle_timeout <= 0:
