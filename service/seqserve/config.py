@@ -18,7 +18,7 @@ Device = Literal["auto", "cpu", "cuda"]
 # Where batched runs happen (`batch_compute`).
 BatchCompute = Literal["auto", "loop", "thread"]
 
-_SESSION_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+_SESSION_STORE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 class ModelDefaults(BaseModel):
@@ -104,7 +104,15 @@ class Settings(BaseSettings, ModelDefaults):
     log_level: str = Field("info", description="Python logging level name (debug, info, warning, error, critical).")
 
     sessions: str = Field(
-        "memory", description="Where session states live: `memory` (this process) or `redis://host:port/db`."
+        "memory",
+        description="Where session states live: `memory` (this process), `redis://host:port/db` (`rediss://` "
+        "with TLS) or a Redis Cluster, `redis+cluster://host:port[,host:port...]` (`rediss+cluster://`).",
+    )
+    session_copies: int = Field(
+        10_000,
+        ge=0,
+        description="With Redis: sessions whose latest state a replica keeps, so that a continuing step reads "
+        "nothing (a stale copy is detected by the save and the step applied again to the stored state).",
     )
     session_store_timeout: float = Field(
         5.0,
@@ -130,7 +138,9 @@ class Settings(BaseSettings, ModelDefaults):
     @classmethod
     def _session_store(cls, value: str) -> str:
         if value != "memory" and not value.startswith(_SESSION_STORE_SCHEMES):
-            raise ValueError(f"expected 'memory' or a Redis URL (redis://host:port/db), not {value!r}")
+            raise ValueError(
+                f"expected 'memory' or a Redis URL (redis://host:port/db, redis+cluster://host:port,...), not {value!r}"
+            )
         return value
 
     @field_validator("log_level")

@@ -22,7 +22,7 @@ from seqserve.runner import ModelRunner
 from seqserve.session_api import SessionApi
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
 from seqserve.sessions.manager import SessionManager, session_key
-from seqserve.sessions.steps import Arrays, SequenceStep
+from seqserve.sessions.steps import Arrays, SequenceStep, StaleCopy
 from seqserve.store.model_store import ModelStore
 from seqserve.store.signature import TensorSpec
 from seqserve.validation import require_stateful, select_outputs, split_state_inputs, validate_inputs
@@ -78,33 +78,44 @@ class DataPlane:
 
     async def _infer_sequence(self, request: InferRequest, control: SequenceControl) -> InferResponse:
         """One step of a sequence, in the phases of `seqserve.sessions.steps`."""
-        name = request.model_name
-        key = session_key(name, control.id)
+        key = session_key(request.model_name, control.id)
         async with self.sessions.exclusive(key, control):
             try:
-                step = await SequenceStep.begin(self.sessions.store, key, control, name)
-            except SessionNotFound:
-                # A model that cannot carry sequences deserves that answer, not "unknown sequence".
-                require_stateful(self.store.get_ready(name, request.model_version).runner.signature, name)
-                raise
-            pinned = step.pinned_version
-            if pinned is None:
-                runner: ModelRunner = self.store.get_ready(name, request.model_version).runner
-            else:
-                runner = self.store.pinned(name, pinned).runner
-                step.check_version(request.model_version)
-            signature = runner.signature
-            require_stateful(signature, name)
-            wanted = select_outputs(signature, name, request)
-            stored = step.replay()
-            if stored is not None:
-                return _response(runner, request, wanted, stored, step=step.replayed_step)
-            inputs, seeded = split_state_inputs(signature, request.inputs, allowed=control.start)
-            feeds, batch_size = validate_inputs(signature, name, inputs)
-            states = step.states(signature, runner.zero_states, seeded, batch_size)
-            results = await runner.run(feeds | states, session=key, ends=control.end)
-            number = await step.save(signature, runner.version, batch_size, results, runner.limits)
-            return _response(runner, request, wanted, results, step=number)
+                return await self._apply_step(request, control, key, fresh=False)
+            except StaleCopy:
+                # This replica's copy of the session was behind: apply the step to the stored record.
+                self.metrics.session_reloads.inc()
+                return await self._apply_step(request, control, key, fresh=True)
+
+    async def _apply_step(
+        self, request: InferRequest, control: SequenceControl, key: str, fresh: bool
+    ) -> InferResponse:
+        """Phases 2 to 7 of the step protocol (phase 1, the session's turn, is the caller's)."""
+        name = request.model_name
+        try:
+            step = await SequenceStep.begin(self.sessions.store, key, control, name, fresh=fresh)
+        except SessionNotFound:
+            # A model that cannot carry sequences deserves that answer, not "unknown sequence".
+            require_stateful(self.store.get_ready(name, request.model_version).runner.signature, name)
+            raise
+        pinned = step.pinned_version
+        if pinned is None:
+            runner: ModelRunner = self.store.get_ready(name, request.model_version).runner
+        else:
+            runner = self.store.pinned(name, pinned).runner
+            step.check_version(request.model_version)
+        signature = runner.signature
+        require_stateful(signature, name)
+        wanted = select_outputs(signature, name, request)
+        stored = step.replay()
+        if stored is not None:
+            return _response(runner, request, wanted, stored, step=step.replayed_step)
+        inputs, seeded = split_state_inputs(signature, request.inputs, allowed=control.start)
+        feeds, batch_size = validate_inputs(signature, name, inputs)
+        states = step.states(signature, runner.zero_states, seeded, batch_size)
+        results = await runner.run(feeds | states, session=key, ends=control.end)
+        number = await step.save(signature, runner.version, batch_size, results, runner.limits)
+        return _response(runner, request, wanted, results, step=number)
 
 
 def _response(

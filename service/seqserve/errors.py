@@ -66,6 +66,11 @@ class SessionConflict(SeqserveError):
     http_status = HTTPStatus.CONFLICT
     grpc_status = "ABORTED"
 
+    def __init__(self, message: str, generation: int | None = None) -> None:
+        super().__init__(message)
+        # The stored session's generation, where a compare-and-set lost (seqserve.sessions.state).
+        self.generation = generation
+
 
 class SessionNotFound(SeqserveError):
     """The session is unknown, has ended, expired or was evicted."""

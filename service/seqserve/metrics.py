@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from seqserve.sessions.stores import StoreEvents
+
 # Buckets from 100 us: a single streamed step on the CPU takes a fraction of a millisecond.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -72,6 +74,27 @@ class Metrics:
             [*labels, "provider", "op"],
             registry=self.registry,
         )
+        self.store_round_trips = Counter(
+            "seqserve_session_store_round_trips",
+            "Round trips to the session store (Redis), per shard; one carries the calls of one turn of the event loop.",
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "seqserve_session_store_seconds",
+            "Time of one pipelined round trip to the session store.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.session_conflicts = Counter(
+            "seqserve_session_conflicts",
+            "Saves that lost their compare-and-set: another writer advanced the session first.",
+            registry=self.registry,
+        )
+        self.session_reloads = Counter(
+            "seqserve_session_reloads",
+            "Steps applied again to the stored session after this replica's copy of it turned out stale.",
+            registry=self.registry,
+        )
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self._placed: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._failure_reasons: dict[tuple[str, str], set[str]] = {}
@@ -114,8 +137,16 @@ class Metrics:
         self.failures.labels(model, version, reason).inc()
 
     def watch_sessions(self, store: Any) -> None:
-        """Reports the session store's counts at scrape time (stores keep them; nothing to keep in sync)."""
+        """Reports the session store's counts at scrape time (stores keep them; nothing to keep in
+        sync), and its round trips and conflicts as they happen."""
         self.registry.register(_SessionCollector(store))
+        round_trips, seconds, conflicts = self.store_round_trips, self.store_seconds, self.session_conflicts
+
+        def round_trip(took: float, calls: int, shards: int) -> None:
+            round_trips.inc(shards)
+            seconds.observe(took)
+
+        store.events = StoreEvents(round_trip=round_trip, conflict=conflicts.inc)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -36,6 +36,7 @@ def state_store(settings: Settings) -> StateStore:
         idle_timeout=settings.max_sequence_idle,
         eviction_grace=settings.session_eviction_grace,
         timeout=settings.session_store_timeout,
+        max_copies=settings.session_copies,
     )
 
 
@@ -104,9 +105,9 @@ async def serve(settings: Settings) -> None:
         )  # fmt: skip
         if settings.store_poll_seconds > 0:
             tasks.append(asyncio.create_task(_follow_store(dataplane, settings.store_poll_seconds)))
-        if settings.max_sequence_idle > 0:
-            sweep_every = min(max(settings.max_sequence_idle / 4, 0.05), 10.0)
-            tasks.append(asyncio.create_task(_sweep_sessions(dataplane, sweep_every)))
+        # Also refreshes the session counts /metrics reports, so it runs without an idle timeout too.
+        sweep_every = min(max(settings.max_sequence_idle / 4, 0.05), 10.0) if settings.max_sequence_idle > 0 else 10.0
+        tasks.append(asyncio.create_task(_sweep_sessions(dataplane, sweep_every)))
         signal_name = await _signalled()
         log.info("%s: shutting down; requests in flight have %g s", signal_name, settings.shutdown_grace)
         dataplane.catalog.stopping = True

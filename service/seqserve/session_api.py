@@ -40,16 +40,15 @@ class SessionApi:
         return _info(session_id, state)
 
     async def get(self, model: str, session_id: str) -> SessionInfo:
-        state = await load_record(
-            self.sessions.store, session_key(model, session_id), model, SequenceControl(session_id)
-        )
+        key, control = session_key(model, session_id), SequenceControl(session_id)
+        state = await load_record(self.sessions.store, key, model, control, fresh=True)
         return _info(session_id, state)
 
     async def set_states(self, model: str, session_id: str, states: Sequence[Tensor]) -> SessionInfo:
         """Replaces every state of the session (Keras `reset_states(states=...)`); its batch size may change."""
         key, control = session_key(model, session_id), SequenceControl(session_id)
         async with self.sessions.exclusive(key, control):
-            previous = await load_record(self.sessions.store, key, model, control)
+            previous = await load_record(self.sessions.store, key, model, control, fresh=True)
             runner: ModelRunner = self.store.pinned(model, previous.version).runner
             require_stateful(runner.signature, model)
             if not states:
@@ -62,7 +61,8 @@ class SessionApi:
     async def end(self, model: str, session_id: str) -> None:
         key, control = session_key(model, session_id), SequenceControl(session_id)
         async with self.sessions.exclusive(key, control):
-            await load_record(self.sessions.store, key, model, control)  # an unknown session is an error, not a no-op
+            # An unknown session is an error, not a no-op.
+            await load_record(self.sessions.store, key, model, control, fresh=True)
             await self.sessions.store.delete(key)
 
 

@@ -383,6 +383,9 @@ async def test_session_counts_are_scraped_from_either_store(make_plane: Planes) 
     plane = make_plane(max_sessions=1, session_eviction_grace=0)
     await plane.infer(_step(_seq(steps=1), 1, sequence_start=True))
     await plane.infer(_step(_seq(steps=1), 2, sequence_start=True))
+    # Redis' counts are read by the periodic sweep (a scrape never waits on Redis); the memory
+    # store's are its own.
+    await plane.sessions.store.sweep()
     text = plane.metrics.exposition().decode()
     assert "seqserve_sessions_active 1.0" in text
     assert "seqserve_session_evictions_total 1.0" in text

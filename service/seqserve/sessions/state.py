@@ -7,6 +7,7 @@ header and the raw arrays) for Redis; the in-memory store keeps the object itsel
 from __future__ import annotations
 
 import json
+import secrets
 import struct
 import time
 from collections.abc import Mapping
@@ -38,6 +39,12 @@ class SessionState:
     last_used: float = field(default_factory=time.time)
     # Ended by a numbered last step: kept (without states) only to answer a retry of that step.
     ended: bool = False
+    # Which run of the sequence this is: drawn when a sequence starts or its states are set, kept by
+    # every step that continues it. A copy behind the store on the same generation missed steps
+    # made elsewhere; a different generation means the session was restarted or replaced.
+    generation: int = field(default_factory=lambda: secrets.randbits(63))
+    # Served from a replica's own copy rather than read from the store: possibly stale (not stored).
+    from_copy: bool = field(default=False, repr=False, compare=False)
     _nbytes: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -64,6 +71,7 @@ class SessionState:
             "last_used": self.last_used,
             "has_outputs": self.last_outputs is not None,
             "ended": self.ended,
+            "generation": self.generation,
             "arrays": [[kind, name, str(a.dtype), list(a.shape)] for kind, name, a in arrays],
         }
         encoded = json.dumps(header).encode()
@@ -91,4 +99,5 @@ class SessionState:
             last_outputs=outputs if header["has_outputs"] else None,
             last_used=header["last_used"],
             ended=header.get("ended", False),
+            generation=header.get("generation", 0),
         )

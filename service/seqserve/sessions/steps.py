@@ -22,6 +22,12 @@ to share between replicas:
    retry), compare-and-set on the revision read in 2: of two writers racing (a retry on another
    replica), one wins and the other gets ABORTED, and nothing is half-applied. A failure in any
    phase leaves the stored session as it was.
+
+A store may answer phase 2 from a copy this replica kept (Redis: no read for a continuing step).
+Such a copy is stale when another replica served a step since; then the gap check (4) or the
+compare-and-set (7) fails, and instead of refusing the step they raise `StaleCopy`: the caller
+loads the stored record and applies the step again from phase 2, once. A conflict found on a
+record just read from the store is a real race, and is refused.
 """
 
 from __future__ import annotations
@@ -41,13 +47,23 @@ from seqserve.validation import validate_states
 Arrays = Mapping[str, np.ndarray]
 
 
+class StaleCopy(SessionConflict):
+    """The step was checked against this replica's copy of the session, which is out of date:
+    load the stored record and apply the step again (never reaches a client unless that fails too)."""
+
+
 async def load_record(
-    store: StateStore, key: str, model: str, control: SequenceControl, replaying_end: bool = False
+    store: StateStore,
+    key: str,
+    model: str,
+    control: SequenceControl,
+    replaying_end: bool = False,
+    fresh: bool = False,
 ) -> SessionState:
     """The session's record; NOT_FOUND saying why there is none. An ended record is returned only
     to answer a retry of its last numbered step (`replaying_end`)."""
     try:
-        state = await store.load(key)
+        state = await store.load(key, fresh=fresh)
     except SessionNotFound as e:
         raise SessionNotFound(f"{control.describe()} of model '{model}' {e}") from None
     if state.ended and not (replaying_end and control.step == state.step):
@@ -66,13 +82,17 @@ class SequenceStep:
         self.store, self.key, self.control, self.model, self.previous = store, key, control, model, previous
 
     @classmethod
-    async def begin(cls, store: StateStore, key: str, control: SequenceControl, model: str) -> SequenceStep:
-        """Phase 2: a start reads nothing; a continue loads the session's record."""
+    async def begin(
+        cls, store: StateStore, key: str, control: SequenceControl, model: str, fresh: bool = False
+    ) -> SequenceStep:
+        """Phase 2: a start reads nothing; a continue loads the session's record (`fresh`: the
+        stored one, not this replica's copy)."""
         if control.start:
             if control.step not in (None, 1):
                 raise InvalidInput(f"'{SEQUENCE_STEP}' of a sequence start must be 1, not {control.step}")
             return cls(store, key, control, model, None)
-        previous = await load_record(store, key, model, control, replaying_end=control.step is not None)
+        replaying_end = control.step is not None
+        previous = await load_record(store, key, model, control, replaying_end=replaying_end, fresh=fresh)
         return cls(store, key, control, model, previous)
 
     @property
@@ -95,6 +115,8 @@ class SequenceStep:
         if step == previous.step and previous.last_outputs is not None:
             return previous.last_outputs
         if step != previous.step + 1:
+            if previous.from_copy:
+                raise StaleCopy(f"{self.control.describe()}: this replica's copy is at step {previous.step}")
             raise SessionConflict(
                 f"{self.control.describe()} is at step {previous.step}; step {step} cannot be applied "
                 f"(the next one is {previous.step + 1})"
@@ -138,9 +160,33 @@ class SequenceStep:
         session's step count after it."""
         control, previous = self.control, self.previous
         step = 1 if previous is None else previous.step + 1
-        if control.end and control.step is None:
-            await self.store.delete(self.key)
-            return step
+        expected = None if previous is None else previous.revision
+        try:
+            if control.end and control.step is None:
+                await self.store.delete(self.key, expected_revision=expected)
+                return step
+            await self._write(signature, version, batch_size, results, limits, step, expected)
+        except SessionNotFound as e:  # gone since this replica's copy was made: say which session
+            raise SessionNotFound(f"{control.describe()} of model '{self.model}' {e}") from None
+        except SessionConflict as e:
+            # Behind on the same run of the sequence: steps were served elsewhere since this
+            # replica's copy. A restart or a state import in between is a real conflict.
+            if previous is not None and previous.from_copy and e.generation == previous.generation:
+                raise StaleCopy(str(e)) from None
+            raise
+        return step
+
+    async def _write(
+        self,
+        signature: Signature,
+        version: int,
+        batch_size: int,
+        results: Mapping[str, np.ndarray],
+        limits: SessionLimits,
+        step: int,
+        expected: int | None,
+    ) -> None:
+        control = self.control
         # A numbered last step leaves an ended record holding its answer (no states), so a retry of
         # it is answered again rather than told the sequence has ended.
         outputs = {spec.name: results[spec.name] for spec in signature.outputs} if control.step is not None else None
@@ -153,6 +199,6 @@ class SequenceStep:
             last_outputs=outputs,
             ended=control.end,
         )
-        expected = None if previous is None else previous.revision
+        if self.previous is not None:
+            record.generation = self.previous.generation  # a continuing step: the same run of the sequence
         await self.store.save(self.key, record, expected_revision=expected, limits=limits)
-        return step

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
@@ -19,10 +20,29 @@ from seqserve.sessions.state import SessionState
 _TOMBSTONES = 10_000
 
 
+def _ignore(*_: object) -> None:
+    return None
+
+
+@dataclass
+class StoreEvents:
+    """What a store reports as it works (metrics subscribe); by default, nothing listens."""
+
+    # (seconds, calls in it, shards it went to) of each round trip to a remote store
+    round_trip: Callable[[float, int, int], None] = _ignore
+    # a compare-and-set that lost: another writer advanced the session first
+    conflict: Callable[[], None] = _ignore
+
+
 class StateStore(abc.ABC):
+    events: StoreEvents = StoreEvents()
+
     @abc.abstractmethod
-    async def load(self, key: str) -> SessionState:
-        """The session's record; SessionNotFound saying why when there is none."""
+    async def load(self, key: str, fresh: bool = False) -> SessionState:
+        """The session's record; SessionNotFound saying why when there is none.
+
+        A store may answer from a copy it keeps (marked `from_copy`, possibly stale: the save's
+        compare-and-set finds out); `fresh` asks for the stored record itself."""
 
     @abc.abstractmethod
     async def save(
@@ -34,8 +54,9 @@ class StateStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def delete(self, key: str, reason: str = "has ended") -> bool:
-        """Removes the session; later requests for it are told `reason`."""
+    async def delete(self, key: str, reason: str = "has ended", expected_revision: int | None = None) -> bool:
+        """Removes the session; later requests for it are told `reason`. With `expected_revision`,
+        only if the stored revision is still that one (else SessionConflict)."""
 
     @abc.abstractmethod
     async def count(self) -> int: ...
@@ -114,7 +135,7 @@ class MemoryStateStore(StateStore):
     def active(self) -> int:
         return len(self._all.sessions)
 
-    async def load(self, key: str) -> SessionState:
+    async def load(self, key: str, fresh: bool = False) -> SessionState:
         state = self._all.sessions.get(key)
         if state is None:
             raise SessionNotFound(self._why_gone(key))
@@ -133,7 +154,8 @@ class MemoryStateStore(StateStore):
             if current is None:
                 raise SessionNotFound(self._why_gone(key))
             if current.revision != expected_revision:
-                raise SessionConflict(concurrent_write(current.revision, expected_revision))
+                self.events.conflict()
+                raise SessionConflict(concurrent_write(current.revision, expected_revision), current.generation)
         pool = self._model_pool(state.model, limits or SessionLimits())
         old_bytes = current.nbytes if current is not None else 0
         extra = state.nbytes - old_bytes
@@ -151,9 +173,13 @@ class MemoryStateStore(StateStore):
             self._per_version[(state.model, state.version)] += 1
         self._gone.pop(key, None)
 
-    async def delete(self, key: str, reason: str = "has ended") -> bool:
-        if key not in self._all.sessions:
+    async def delete(self, key: str, reason: str = "has ended", expected_revision: int | None = None) -> bool:
+        current = self._all.sessions.get(key)
+        if current is None:
             return False
+        if expected_revision is not None and current.revision != expected_revision:
+            self.events.conflict()
+            raise SessionConflict(concurrent_write(current.revision, expected_revision), current.generation)
         self._drop(key, reason)
         return True
 
