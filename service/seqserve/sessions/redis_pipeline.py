@@ -40,13 +40,13 @@ class Coalescer:
 
     async def _flush(self) -> None:
         batch, self._queue = self._queue, []
-        pipe = self._client.pipeline(transaction=False)
-        for add, _, _, _ in batch:
-            add(pipe)
         began = time.perf_counter()
         try:
+            pipe = self._client.pipeline(transaction=False)
+            for add, _, _, _ in batch:
+                add(pipe)
             results = await pipe.execute(raise_on_error=False)
-        except BaseException as e:  # the connection failed or timed out: every call in it fails alike
+        except BaseException as e:  # the connection failed or timed out (or a bug): every call in it fails alike
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(e)

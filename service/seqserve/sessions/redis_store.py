@@ -301,7 +301,8 @@ class RedisStateStore(StateStore):
         sha = self._shas.get(script) or await self._load_script(script)
 
         def add(pipe: Any) -> None:
-            pipe.evalsha(sha, len(keys), *keys, *args)
+            # execute_command: redis-py refuses pipe.evalsha() on a cluster, though the command is fine there.
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
         (result,) = await self._pipeline.call(add, 1, keys[0])
         if isinstance(result, redis.exceptions.NoScriptError):
