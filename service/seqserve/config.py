@@ -122,7 +122,10 @@ class Settings(BaseSettings, ModelDefaults):
     )
     max_sessions: int = Field(100_000, ge=1, description="Most sessions held at once, over every model.")
     max_session_bytes: int = Field(
-        1 << 30, ge=1, description="Most bytes of session state held at once, over every model (memory store)."
+        1 << 30,
+        ge=1,
+        description="Most bytes of session state held at once, over every model: the memory store's sessions, or "
+        "with Redis this replica's copies of them.",
     )
     session_eviction_grace: float = Field(
         5.0,

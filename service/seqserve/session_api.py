@@ -16,7 +16,7 @@ from seqserve.inference import SessionInfo, Tensor
 from seqserve.runner import ModelRunner
 from seqserve.sessions.control import SequenceControl
 from seqserve.sessions.manager import SessionManager, session_key
-from seqserve.sessions.state import SessionState
+from seqserve.sessions.state import SessionState, new_generation
 from seqserve.sessions.steps import load_record
 from seqserve.store.model_store import ModelStore
 from seqserve.validation import require_stateful, validate_states
@@ -70,7 +70,9 @@ def _record(runner: ModelRunner, given: Sequence[Tensor], step: int) -> SessionS
     """A session record holding exactly the given states, which must be all of the model's, one batch size."""
     name, version, signature = runner.name, runner.version, runner.signature
     if not given:
-        return SessionState(model=name, version=version, batch_size=0, states={}, step=step)
+        return SessionState(
+            model=name, version=version, batch_size=0, states={}, step=step, generation=new_generation()
+        )
     by_name = {}
     for tensor in given:
         if tensor.name in by_name:
@@ -86,7 +88,9 @@ def _record(runner: ModelRunner, given: Sequence[Tensor], step: int) -> SessionS
     batch_size = given[0].data.shape[0] if given[0].data.ndim else 0
     feeds = validate_states(signature, by_name, batch_size)
     states = {spec.name: feeds[spec.input] for spec in signature.states}
-    return SessionState(model=name, version=version, batch_size=batch_size, states=states, step=step)
+    return SessionState(
+        model=name, version=version, batch_size=batch_size, states=states, step=step, generation=new_generation()
+    )
 
 
 def _info(session_id: str, state: SessionState) -> SessionInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from seqserve.sessions import codec
 from seqserve.sessions.packed import NO_STATES, PackedStates, nbytes, pack
 from seqserve.sessions.state import SessionState
 
@@ -65,7 +66,7 @@ def test_a_session_record_packs_states_and_kept_outputs() -> None:
     record = SessionState(model="m", version=1, batch_size=2, states=states, last_outputs=outputs)
     assert isinstance(record.states, PackedStates) and isinstance(record.last_outputs, PackedStates)
     assert record.nbytes == sum(v.nbytes for v in states.values()) + 40
-    copy = SessionState.from_bytes(record.to_bytes())
+    copy = codec.decode(codec.encode(record))
     for name, value in states.items():
         np.testing.assert_array_equal(copy.states[name], value)
     assert copy.last_outputs is not None

@@ -15,7 +15,7 @@ import redis
 
 from helpers.onnx_models import run_directly, write_lstm_model
 from seqserve.config import Settings
-from seqserve.errors import StoreUnavailable
+from seqserve.errors import SessionNotFound, StoreUnavailable
 from seqserve.inference import InferRequest, Tensor
 from seqserve.server import build_dataplane
 
@@ -46,5 +46,44 @@ async def test_a_paused_redis_fails_the_step_in_time_and_the_session_goes_on(tmp
         expected = run_directly(tmp_path / "lstm" / "1", {"x": x})["sequence"]
         got = np.concatenate([second.outputs[1].data, third.outputs[1].data], axis=1)
         np.testing.assert_allclose(got, expected[:, 1:], atol=1e-6)
+    finally:
+        await plane.close()
+
+
+async def test_a_stored_record_this_server_cannot_read_is_a_clear_error_and_a_start_replaces_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """What another seqserve version (or anything else) left under a session's key."""
+    write_lstm_model(tmp_path, "lstm", 1, stateful=True)
+    x = np.random.default_rng(1).standard_normal((1, 2, 3)).astype(np.float32)
+    writer = build_dataplane(Settings(store=tmp_path, device="cpu", sessions=redis_url))
+    reader = build_dataplane(Settings(store=tmp_path, device="cpu", sessions=redis_url))
+    try:
+        await writer.infer(_step(x[:, :1], sequence_start=True))
+        with redis.Redis.from_url(redis_url) as client:
+            (key,) = client.keys("seqserve:*s:lstm/*")
+            client.hset(key, "blob", b"\x10\x00\x00\x00{}")
+        with pytest.raises(SessionNotFound, match="could not be read.*start the sequence again"):
+            await reader.infer(_step(x[:, 1:2]))
+        started = await reader.infer(_step(x[:, :1], sequence_start=True))
+        expected = run_directly(tmp_path / "lstm" / "1", {"x": x[:, :1]})["sequence"]
+        np.testing.assert_allclose(started.outputs[1].data, expected, atol=1e-6)
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_a_redis_that_forgot_the_scripts_is_taught_them_again(tmp_path: Path, redis_url: str) -> None:
+    """A primary promoted after a failover, or a restarted Redis, may not have the scripts loaded."""
+    write_lstm_model(tmp_path, "lstm", 1, stateful=True)
+    plane = build_dataplane(Settings(store=tmp_path, device="cpu", sessions=redis_url))
+    x = np.random.default_rng(2).standard_normal((1, 3, 3)).astype(np.float32)
+    try:
+        outputs = [await plane.infer(_step(x[:, :1], sequence_start=True))]
+        for t in (1, 2):
+            redis.Redis.from_url(redis_url).script_flush()
+            outputs.append(await plane.infer(_step(x[:, t : t + 1], sequence_end=t == 2)))
+        expected = run_directly(tmp_path / "lstm" / "1", {"x": x})["sequence"]
+        np.testing.assert_allclose(np.concatenate([o.outputs[1].data for o in outputs], axis=1), expected, atol=1e-6)
     finally:
         await plane.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -244,6 +245,22 @@ async def test_a_flood_of_new_sessions_cannot_push_out_active_ones(make_plane: P
         await plane.infer(_step(_seq(steps=1), 4, sequence_start=True))
     for sid in (1, 2, 3):
         await plane.infer(_step(_seq(steps=1), sid))
+
+
+async def test_a_streaming_session_keeps_its_place_and_the_quiet_one_is_evicted(make_plane: Planes) -> None:
+    """Redis renews a streaming session's place in the LRU index lazily (at most every grace, or 1 s),
+    never leaving it behind a session that has been quiet since before."""
+    plane = make_plane(max_sessions=2, session_eviction_grace=0.2)
+    for sid in (1, 2):
+        await plane.infer(_step(_seq(steps=1), sid, sequence_start=True))
+    streaming_until = time.monotonic() + 0.7
+    while time.monotonic() < streaming_until:
+        await plane.infer(_step(_seq(steps=1), 1))
+        await asyncio.sleep(0.02)
+    await plane.infer(_step(_seq(steps=1), 3, sequence_start=True))
+    with pytest.raises(SessionNotFound, match="sequence 2 of model 'lstm' was evicted"):
+        await plane.infer(_step(_seq(steps=1), 2))
+    await plane.infer(_step(_seq(steps=1), 1))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import pytest
 
 from seqserve.errors import LimitExceeded, SessionConflict
 from seqserve.metrics import Metrics
+from seqserve.sessions import codec
 from seqserve.sessions.state import SessionState
 from seqserve.sessions.stores import MemoryStateStore
 
@@ -29,13 +30,29 @@ def _state(step: int = 1, units: int = 4, outputs: bool = False) -> SessionState
 @pytest.mark.parametrize("outputs", [False, True])
 def test_a_state_record_round_trips_through_bytes(outputs: bool) -> None:
     state = _state(step=7, outputs=outputs)
-    copy = SessionState.from_bytes(state.to_bytes())
+    copy = codec.decode(codec.encode(state))
     assert (copy.model, copy.version, copy.batch_size, copy.step) == ("m", 3, 2, 7)
     for name, value in state.states.items():
         np.testing.assert_array_equal(copy.states[name], value)
     assert (copy.last_outputs is None) == (not outputs)
     if outputs:
         assert copy.last_outputs["y"].dtype == np.int64
+        np.testing.assert_array_equal(copy.last_outputs["y"], state.last_outputs["y"])
+    assert (copy.generation, copy.ended, copy.last_used) == (state.generation, state.ended, state.last_used)
+
+
+def test_states_of_different_dtypes_round_trip_through_bytes() -> None:
+    mixed = {"a": np.arange(3, dtype=np.float64).reshape(1, 3), "b": np.ones((1, 2), np.float32)}
+    copy = codec.decode(codec.encode(SessionState("m", 1, 1, mixed, step=2, ended=True)))
+    assert copy.ended and copy.states["a"].dtype == np.float64 and copy.states["b"].dtype == np.float32
+    np.testing.assert_array_equal(copy.states["a"], mixed["a"])
+
+
+def test_bytes_that_are_no_session_record_are_refused() -> None:
+    with pytest.raises(codec.UnreadableRecord, match="not a session record"):
+        codec.decode(b"\x10\x00\x00\x00{}")
+    with pytest.raises(codec.UnreadableRecord, match="damaged"):
+        codec.decode(codec.encode(_state())[:-5])
 
 
 async def test_the_memory_store_is_bounded_in_bytes() -> None:

@@ -9,6 +9,7 @@ name -> array, as before; the arrays are views made on access.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
@@ -32,11 +33,32 @@ def _layout(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> _Lay
     return MappingProxyType(entries)
 
 
+# (id of a layout, dtype) -> (the layout, kept alive so that its id is not reused; its description)
+_DESCRIPTIONS: dict[tuple[int, str], tuple[_Layout, bytes]] = {}
+
+
+def _description(layout: _Layout, dtype: str) -> bytes:
+    """The layout and dtype as JSON, what a stored record carries to unpack the buffer: made once
+    per layout (layouts are shared by every session of a model and batch size)."""
+    key = (id(layout), dtype)
+    found = _DESCRIPTIONS.get(key)
+    if found is None:
+        if len(_DESCRIPTIONS) >= 1024:
+            _DESCRIPTIONS.clear()
+        arrays = [[name, list(shape)] for name, (_, _, shape) in layout.items()]
+        found = _DESCRIPTIONS[key] = (layout, json.dumps({"dtype": dtype, "arrays": arrays}).encode())
+    return found[1]
+
+
 class PackedStates(Mapping[str, np.ndarray]):
     __slots__ = ("_buffer", "_layout")
 
     def __init__(self, buffer: np.ndarray, layout: _Layout) -> None:
         self._buffer, self._layout = buffer, layout
+
+    def serialized(self) -> tuple[bytes, bytes]:
+        """(description, raw bytes) of the buffer, as `seqserve.sessions.codec` stores them."""
+        return _description(self._layout, self._buffer.dtype.str), self._buffer.tobytes()
 
     def __getitem__(self, name: str) -> np.ndarray:
         start, end, shape = self._layout[name]

@@ -11,8 +11,9 @@ and buckets spread over the cluster's shards. The LRU index, the eviction counte
 limits are per bucket: with B buckets, at most ceil(max / B) sessions per bucket, for the server's
 maximum and for each model's. One Redis has one bucket: the limits are exact there.
 
-Speed. Calls made in one turn of the event loop go in one pipeline per shard (`Coalescer`): the
-saves of a batched run's sessions are one round trip. A replica keeps a copy of each session it
+Speed. Calls made in one turn of the event loop go in one pipeline per shard (`Coalescer`), and
+the saves of one bucket made in one turn are one script call: the saves of a batched run's sessions
+are one round trip, and on one Redis one command. A replica keeps a copy of each session it
 served (bounded, least recently used dropped first), so a continuing step reads nothing: the copy
 may be stale (another replica served a step since), which the compare-and-set of the save
 detects; the caller then reloads and applies the step once (`seqserve.sessions.steps`).
@@ -21,66 +22,87 @@ detects; the caller then reloads and applies the step once (`seqserve.sessions.s
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import math
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import redis
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound, StoreUnavailable
+from seqserve.sessions import codec
+from seqserve.sessions.copies import SessionCopies
 from seqserve.sessions.redis_client import connect, is_cluster
 from seqserve.sessions.redis_pipeline import Coalescer
 from seqserve.sessions.state import SessionState
 from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write, gone_message
 
-# KEYS: session, tombstone, bucket LRU index, bucket model LRU index, bucket eviction counter.
-# ARGV: expected revision ("" = create or replace), model max sessions in the bucket (0 = no
-# bound), blob, idle ttl ms (0 = none), tombstone ttl ms, server max sessions in the bucket,
-# eviction grace ms, the bucket's key prefix, what to say once the idle ttl has run out, the
-# record's generation.
-# Returns {0, new revision} or {negative code, ...}: {-2, stored revision, stored generation}.
+# Saves the sessions of one bucket (one hash slot), all in one call.
+# KEYS: the bucket's LRU index, its eviction counter, then for each session: its record, its
+# tombstone, its model's LRU index in the bucket.
+# ARGV: the bucket's key prefix, the server's max sessions in the bucket, eviction grace ms, how
+# old (ms) a session's place in the LRU indexes and its tombstone may get before a save renews them,
+# then for each session: expected revision ("" = create or replace), its model's max sessions in
+# the bucket (0 = no bound), blob, idle ttl ms (0 = none), tombstone ttl ms, what to say once the
+# idle ttl has run out, the record's generation.
+# Returns, per session, {0, new revision} or {-1} (gone), {-2, stored revision, stored generation}
+# (compare-and-set lost), {-3} (the bucket is full), {-4} (the model's share of it is full).
+# A session streaming steps renews its LRU place and tombstone once per renewal period, not per
+# step: three of a save's six commands, most of its cost in Redis.
 _SAVE = """
-local current = redis.call('HGET', KEYS[1], 'rev')
-if ARGV[1] ~= '' then
-  if not current then return {-1} end
-  if current ~= ARGV[1] then return {-2, tonumber(current), redis.call('HGET', KEYS[1], 'gen')} end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local member = string.sub(KEYS[1], string.len(ARGV[8]) + 3)
+local prefix, server_max, grace, renewal = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Evicts the least recently used sessions of an index until it holds fewer than max; entries of
 -- sessions that expired by TTL are only trimmed. Returns false when the oldest is still in use.
-local function make_room(index, max)
+local function make_room(index, max, tombstone_ttl)
   while redis.call('ZCARD', index) >= max do
     local oldest = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
-    local victim = ARGV[8] .. 's:' .. oldest[1]
+    local victim = prefix .. 's:' .. oldest[1]
     if redis.call('EXISTS', victim) == 1 then
-      if now - tonumber(oldest[2]) < tonumber(ARGV[7]) then return false end
+      if now - tonumber(oldest[2]) < grace + renewal then return false end  -- its place may be renewal old
       redis.call('DEL', victim)
-      redis.call('SET', ARGV[8] .. 't:' .. oldest[1],
-        'was evicted to make room for newer sessions (least recently used)', 'PX', ARGV[5])
-      redis.call('INCR', KEYS[5])
+      redis.call('SET', prefix .. 't:' .. oldest[1],
+        'was evicted to make room for newer sessions (least recently used)', 'PX', tombstone_ttl)
+      redis.call('INCR', KEYS[2])
     end
     redis.call('ZREM', index, oldest[1])
   end
   return true
 end
-if not current then
-  if tonumber(ARGV[2]) > 0 and not make_room(KEYS[4], tonumber(ARGV[2])) then return {-4} end
-  if not make_room(KEYS[3], tonumber(ARGV[6])) then return {-3} end
+local function save(session, tombstone, model_index, expected, model_max, blob, idle, tomb_ttl, expired, gen)
+  local stored = redis.call('HMGET', session, 'rev', 'used')
+  local current, used = stored[1], stored[2]
+  if expected ~= '' then
+    if not current then return {-1} end
+    if current ~= expected then return {-2, tonumber(current), redis.call('HGET', session, 'gen')} end
+  end
+  if not current then
+    if tonumber(model_max) > 0 and not make_room(model_index, tonumber(model_max), tomb_ttl) then return {-4} end
+    if not make_room(KEYS[1], server_max, tomb_ttl) then return {-3} end
+  end
+  local revision = (tonumber(current) or 0) + 1
+  if used and now - tonumber(used) < renewal then
+    redis.call('HSET', session, 'rev', revision, 'gen', gen, 'blob', blob)
+  else
+    redis.call('HSET', session, 'rev', revision, 'gen', gen, 'blob', blob, 'used', now)
+    redis.call('SET', tombstone, 'live:' .. expired, 'PX', tomb_ttl)
+    local member = string.sub(session, string.len(prefix) + 3)
+    redis.call('ZADD', KEYS[1], now, member)
+    redis.call('ZADD', model_index, now, member)
+  end
+  if tonumber(idle) > 0 then redis.call('PEXPIRE', session, idle) else redis.call('PERSIST', session) end
+  return {0, revision}
 end
-local revision = (tonumber(current) or 0) + 1
-redis.call('HSET', KEYS[1], 'rev', revision, 'gen', ARGV[10], 'blob', ARGV[3])
-if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) else redis.call('PERSIST', KEYS[1]) end
-redis.call('SET', KEYS[2], 'live:' .. ARGV[9], 'PX', ARGV[5])
-redis.call('ZADD', KEYS[3], now, member)
-redis.call('ZADD', KEYS[4], now, member)
-return {0, revision}
+local results = {}
+for i = 1, (#KEYS - 2) / 3 do
+  local k, a = 3 * i, 4 + 7 * (i - 1)
+  results[i] = save(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
+end
+return results
 """
 
 # KEYS: session, tombstone, bucket LRU index, bucket model LRU index.
@@ -99,6 +121,9 @@ return existed
 """
 
 _TOMBSTONE_TTL_MS = 3_600_000
+# A streaming session's LRU place is at most this old (or the eviction grace, if shorter): the least
+# recently used is chosen to within it; a session idle less than the grace is still never evicted.
+_RENEWAL_MS = 1000
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError)
 CLUSTER_BUCKETS = 64
 
@@ -134,6 +159,7 @@ class RedisStateStore(StateStore):
         timeout: float = 5.0,
         buckets: int | None = None,
         max_copies: int = 10_000,
+        max_copy_bytes: int = 1 << 30,
     ) -> None:
         self.url = url
         self.client: Any = connect(url, timeout)
@@ -143,9 +169,8 @@ class RedisStateStore(StateStore):
         self.idle_timeout = idle_timeout
         self.eviction_grace = eviction_grace
         self.prefix = prefix
-        self.max_copies = max_copies
-        self._copies: OrderedDict[str, SessionState] = OrderedDict()
-        self._pipeline = Coalescer(self.client, self._shards_of, self._round_trip)
+        self.copies = SessionCopies(max_copies, max_copy_bytes)
+        self._pipeline = Coalescer(self.client, self._shards_of, self._round_trip, self._merge_saves)
         self._shas: dict[str, str] = {}
         self._loading = asyncio.Lock()
         self.round_trips = 0  # per shard, since start
@@ -170,19 +195,20 @@ class RedisStateStore(StateStore):
     def _shards_of(self, keys: list[str]) -> int:
         if not self.cluster:
             return 1
-        return len({self.client.get_node_from_key(key).name for key in keys})
+        buckets = {key[: key.index("}") + 1] for key in keys}  # every key carries its bucket's hash tag
+        return len({self.client.get_node_from_key(bucket).name for bucket in buckets})
 
     # -- the StateStore interface -------------------------------------------------------------
 
     @_answered
     async def load(self, key: str, fresh: bool = False) -> SessionState:
         if not fresh:
-            kept = self._copies.get(key)
+            kept = self.copies.get(key)
             if kept is not None:
-                self._copies.move_to_end(key)
-                served = copy.copy(kept)  # a shallow copy: the arrays are shared, read-only
-                served.from_copy = True
-                return served
+                # The copy itself, not a copy of it: records are never changed in place, and its
+                # session's steps take turns, so whoever had it before is done with it.
+                kept.from_copy = True
+                return kept
         session, tombstone = self._keys(key)[:2]
 
         def add(pipe: Any) -> None:
@@ -192,11 +218,17 @@ class RedisStateStore(StateStore):
         (found, reason) = _raise_errors(await self._pipeline.call(add, 2, session))
         blob, revision = found
         if blob is not None:
-            state = SessionState.from_bytes(blob)
+            try:
+                state = codec.decode(blob)
+            except codec.UnreadableRecord as e:
+                raise SessionNotFound(
+                    f"its stored state could not be read ({e}; written by another seqserve version?): "
+                    "start the sequence again"
+                ) from None
             state.revision = int(revision)
-            self._keep(key, state)
+            self.copies.keep(key, state)
             return state
-        self._copies.pop(key, None)
+        self.copies.drop(key)
         # "live:..." is written on every save: the session key itself has timed out since.
         raise SessionNotFound(gone_message((reason or b"").decode().removeprefix("live:") or None))
 
@@ -206,27 +238,31 @@ class RedisStateStore(StateStore):
     ) -> None:
         limits = limits or SessionLimits()
         idle = self.idle_timeout if limits.idle_timeout is None else limits.idle_timeout
-        keys = self._keys(key)
+        session, tombstone, _, model_index, _ = self._keys(key)
         args = [
             "" if expected_revision is None else str(expected_revision),
             self._per_bucket(limits.max_sessions),
-            state.to_bytes(),
+            codec.encode(state),
             int(idle * 1000),
             max(_TOMBSTONE_TTL_MS, int(idle * 2000)),
-            self._per_bucket(self.max_sessions),
-            int(self.eviction_grace * 1000),
-            self._bucket(key),
             f"expired after {idle:g} s idle",
             str(state.generation),
         ]
-        result = await self._script(_SAVE, keys, args)
+        entry = ([session, tombstone, model_index], args)
+        if _SAVE not in self._shas:
+            await self._load_script(_SAVE)
+        try:
+            result = await self._pipeline.call_in_group(self._bucket(key), entry)
+        except redis.exceptions.NoScriptError:  # a fresh primary after a failover: nothing ran
+            await self._load_script(_SAVE, again=True)
+            result = await self._pipeline.call_in_group(self._bucket(key), entry)
         code = int(result[0])
         if code == 0:
             state.revision = int(result[1])
             state.last_used = time.time()
-            self._keep(key, state)
+            self.copies.keep(key, state)
             return
-        self._copies.pop(key, None)
+        self.copies.drop(key)
         if code == -1:
             await self.load(key, fresh=True)  # raises the reason the session is gone
         if code == -2:
@@ -238,9 +274,20 @@ class RedisStateStore(StateStore):
             "retry later or end unused sessions"
         )
 
+    def _merge_saves(self, pipe: Any, bucket: str, entries: list[tuple[list[str], list[Any]]]) -> tuple[int, Any]:
+        """Queues one script call saving every session of one bucket queued in this turn of the loop."""
+        keys = [f"{bucket}lru", f"{bucket}evictions"]
+        grace = int(self.eviction_grace * 1000)
+        args: list[Any] = [bucket, self._per_bucket(self.max_sessions), grace, min(_RENEWAL_MS, grace)]
+        for session_keys, session_args in entries:
+            keys += session_keys
+            args += session_args
+        pipe.execute_command("EVALSHA", self._shas[_SAVE], len(keys), *keys, *args)
+        return 1, lambda results: results[0]
+
     @_answered
     async def delete(self, key: str, reason: str = "has ended", expected_revision: int | None = None) -> bool:
-        self._copies.pop(key, None)
+        self.copies.drop(key)
         expected = "" if expected_revision is None else str(expected_revision)
         result = await self._script(_DELETE, self._keys(key)[:4], [reason, _TOMBSTONE_TTL_MS, key, expected])
         if isinstance(result, list):
@@ -267,9 +314,7 @@ class RedisStateStore(StateStore):
                     await self.client.zrem(f"{bucket}lru", member)
                     await self.client.zrem(self._keys(member)[3], member)
                 trimmed += len(gone)
-            idle_since = time.time() - self.idle_timeout
-            for key in [k for k, state in self._copies.items() if state.last_used < idle_since]:
-                del self._copies[key]
+            self.copies.drop_idle(time.time() - self.idle_timeout)
         self.active = sum(await self._per_bucket_values("zcard", "lru"))
         self.evictions = sum(int(v or 0) for v in await self._per_bucket_values("get", "evictions"))
         return trimmed
@@ -278,13 +323,6 @@ class RedisStateStore(StateStore):
         await self.client.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _keep(self, key: str, state: SessionState) -> None:
-        """Keeps the session's latest state and revision as this replica's copy."""
-        self._copies[key] = state
-        self._copies.move_to_end(key)
-        while len(self._copies) > self.max_copies:
-            self._copies.popitem(last=False)
 
     def _bucket_prefixes(self) -> list[str]:
         return [f"{self.prefix}{{b{b}}}:" for b in range(self.buckets)]

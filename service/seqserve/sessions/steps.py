@@ -39,7 +39,7 @@ import numpy as np
 from seqserve.errors import InvalidInput, SessionConflict, SessionNotFound
 from seqserve.inference import Tensor
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
-from seqserve.sessions.state import SessionState
+from seqserve.sessions.state import SessionState, new_generation
 from seqserve.sessions.stores import SessionLimits, StateStore, gone_message
 from seqserve.store.signature import Signature
 from seqserve.validation import validate_states
@@ -199,6 +199,6 @@ class SequenceStep:
             last_outputs=outputs,
             ended=control.end,
         )
-        if self.previous is not None:
-            record.generation = self.previous.generation  # a continuing step: the same run of the sequence
+        # A continuing step is the same run of the sequence; a start begins a new one.
+        record.generation = self.previous.generation if self.previous is not None else new_generation()
         await self.store.save(self.key, record, expected_revision=expected, limits=limits)
