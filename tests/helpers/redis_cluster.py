@@ -32,14 +32,60 @@ class Cluster:
 
     def primaries(self) -> list[int]:
         """Ports of the nodes that are primaries now (a failover changes them)."""
-        alive = [p for p in self.ports if self.processes[p].poll() is None]
-        nodes = self.client(alive[0]).execute_command("CLUSTER", "NODES").decode().splitlines()
         ports = []
-        for line in nodes:
+        for line in self._nodes():
             fields = line.split()
             if "master" in fields[2] and "fail" not in fields[2] and fields[7] == "connected":
-                ports.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+                ports.append(_port(fields[1]))
         return sorted(ports)
+
+    def owner(self, slot: int) -> int:
+        """Port of the primary serving `slot` now."""
+        for line in self._nodes():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for served in fields[8:]:
+                if served.startswith("["):  # a slot being migrated or imported
+                    continue
+                first, _, last = served.partition("-")
+                if int(first) <= slot <= int(last or first):
+                    return _port(fields[1])
+        raise LookupError(f"no primary serves slot {slot}")
+
+    # Resharding one slot in the phases `redis-cli --cluster reshard` goes through, one call each,
+    # so that a test can send requests in every phase.
+    def begin_move(self, slot: int, to: int) -> None:
+        """Marks `slot` importing on the primary at port `to` and migrating on its owner."""
+        ids = self._ids()
+        source = self.owner(slot)
+        self.client(to).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        self.client(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
+
+    def move_keys(self, slot: int, to: int, count: int | None = None) -> int:
+        """Moves `count` keys of a slot being migrated (all when None) to `to`; returns how many."""
+        source, moved = self.owner(slot), 0
+        while count is None or moved < count:
+            batch = 16 if count is None else min(16, count - moved)
+            keys = self.client(source).execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            self.client(source).execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+        return moved
+
+    def end_move(self, slot: int, to: int) -> None:
+        """Announces `to` as the owner of `slot`: to itself, the old owner, then every other primary."""
+        ids, source = self._ids(), self.owner(slot)
+        for port in [to, source, *(p for p in self.primaries() if p not in (to, source))]:
+            self.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to])
+
+    def _ids(self) -> dict[int, str]:
+        return {_port(line.split()[1]): line.split()[0] for line in self._nodes()}
+
+    def _nodes(self) -> list[str]:
+        alive = [p for p in self.ports if self.processes[p].poll() is None]
+        return self.client(alive[0]).execute_command("CLUSTER", "NODES").decode().splitlines()
 
     def kill(self, port: int) -> None:
         self.processes[port].send_signal(signal.SIGKILL)
@@ -120,6 +166,11 @@ def running_cluster(directory: Path, primaries: int = 3, replicas: int = 1) -> I
                 process.terminate()
         for process in processes.values():
             process.wait(timeout=10)
+
+
+def _port(address: str) -> int:
+    """The port of a CLUSTER NODES address, host:port@busport."""
+    return int(address.split("@")[0].rsplit(":", 1)[1])
 
 
 def _low_free_port() -> int:

@@ -1,7 +1,8 @@
 """Sessions on a real 3-primary Redis Cluster (3 x 2 with replicas, on loopback): spread over every
 shard, streamed exactly through a real server, one round trip per shard for a batched run, a
-primary's death survived through its replica's promotion, and two replicas racing on one step
-advancing it once. Keras is the oracle."""
+primary's death survived through its replica's promotion, every slot holding a session resharded
+to another primary while the sessions step, and two replicas racing on one step advancing it once.
+Keras is the oracle."""
 
 from __future__ import annotations
 
@@ -164,3 +165,55 @@ async def test_two_replicas_sending_the_same_step_advance_the_session_once(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_sessions_step_on_while_their_slots_are_resharded(
+    cluster: Cluster, keras_model: tuple[keras.Model, Path]
+) -> None:
+    """Every slot holding a session moves to another primary, phase by phase as `redis-cli --cluster
+    reshard` moves it, and every session sends its next step in each phase. A step meeting its slot
+    half-moved is refused (503: the script did not run) and sent again in a later phase; the other
+    sessions' steps are answered meanwhile; in the end every session is exact to Keras."""
+    model, store = keras_model
+    plane = build_dataplane(Settings(store=store, device="cpu", sessions=cluster.url, session_store_timeout=2.0))
+    redis_store = plane.sessions.store
+    assert isinstance(redis_store, RedisStateStore)
+    sessions, most_steps = 8, 64
+    xs = np.random.default_rng(4).standard_normal((sessions, 1, most_steps, F)).astype(np.float32)
+    slot_of = [redis_store.client.keyslot(redis_store._bucket(f"lstm/s:moved-{k}")) for k in range(sessions)]
+    got: list[list[np.ndarray]] = [[] for _ in range(sessions)]
+
+    async def step_each() -> set[int]:
+        """Sends every session's next step once; returns the sessions refused."""
+        refused = set()
+        for k in range(sessions):
+            t = len(got[k])
+            request = _step(xs[k][:, t : t + 1], f"moved-{k}", sequence_start=t == 0, sequence_step=t + 1)
+            try:
+                got[k].append((await plane.infer(request)).outputs[0].data)
+            except StoreUnavailable:
+                refused.add(k)
+        return refused
+
+    try:
+        assert await step_each() == set()
+        for slot in sorted(set(slot_of)):
+            source = cluster.owner(slot)
+            to = next(p for p in cluster.primaries() if p != source)
+            cluster.begin_move(slot, to)
+            await step_each()
+            assert cluster.move_keys(slot, to, count=1) == 1
+            moving = {k for k in range(sessions) if slot_of[k] == slot}
+            assert await step_each() == moving, "a step meeting its slot half-moved is refused, the others are not"
+            cluster.move_keys(slot, to)
+            await step_each()
+            cluster.end_move(slot, to)
+            assert cluster.owner(slot) == to
+            assert await step_each() == set()
+        steps = [len(g) for g in got]
+        print(f"{len(set(slot_of))} slots resharded; steps per session {steps}")
+        for k in range(sessions):
+            expected = model.predict(xs[k][:, : steps[k]], verbose=0)
+            np.testing.assert_allclose(np.concatenate(got[k], axis=1), expected, atol=1e-5)
+    finally:
+        await plane.close()

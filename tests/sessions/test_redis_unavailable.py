@@ -15,13 +15,13 @@ import redis
 
 from helpers.onnx_models import run_directly, write_lstm_model
 from seqserve.config import Settings
-from seqserve.errors import SessionNotFound, StoreUnavailable
+from seqserve.errors import LimitExceeded, SessionNotFound, StoreUnavailable
 from seqserve.inference import InferRequest, Tensor
 from seqserve.server import build_dataplane
 
 
-def _step(x: np.ndarray, **control: object) -> InferRequest:
-    return InferRequest("lstm", inputs=[Tensor("x", "FP32", x)], parameters={"sequence_id": 3, **control})
+def _step(x: np.ndarray, sequence_id: int = 3, **control: object) -> InferRequest:
+    return InferRequest("lstm", inputs=[Tensor("x", "FP32", x)], parameters={"sequence_id": sequence_id, **control})
 
 
 async def test_a_paused_redis_fails_the_step_in_time_and_the_session_goes_on(tmp_path: Path, redis_url: str) -> None:
@@ -85,5 +85,38 @@ async def test_a_redis_that_forgot_the_scripts_is_taught_them_again(tmp_path: Pa
             outputs.append(await plane.infer(_step(x[:, t : t + 1], sequence_end=t == 2)))
         expected = run_directly(tmp_path / "lstm" / "1", {"x": x})["sequence"]
         np.testing.assert_allclose(np.concatenate([o.outputs[1].data for o in outputs], axis=1), expected, atol=1e-6)
+    finally:
+        await plane.close()
+
+
+async def test_a_redis_out_of_memory_refuses_writing_steps_with_429_and_changes_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """maxmemory reached under `noeviction`: a save is refused whole (no session of its script
+    written), a step that only ends a session still frees it, and the sessions go on afterwards."""
+    write_lstm_model(tmp_path, "lstm", 1, stateful=True)
+    plane = build_dataplane(Settings(store=tmp_path, device="cpu", sessions=redis_url))
+    client = redis.Redis.from_url(redis_url)
+    x = np.random.default_rng(3).standard_normal((1, 3, 3)).astype(np.float32)
+    try:
+        first = await plane.infer(_step(x[:, :1], sequence_start=True))
+        await plane.infer(_step(x[:, :1], sequence_id=4, sequence_start=True))
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(LimitExceeded, match="out of memory.*maxmemory"):
+                await plane.infer(_step(x[:, 1:2]))
+            with pytest.raises(LimitExceeded, match="out of memory"):
+                await plane.infer(_step(x[:, :1], sequence_id=5, sequence_start=True))
+            await plane.infer(_step(x[:, 1:2], sequence_id=4, sequence_end=True))  # deletes only: allowed
+            assert not client.keys("seqserve:*s:lstm/*4")
+        finally:
+            client.config_set("maxmemory", 0)
+        # Unnumbered steps: had the refused step been stored, this one would answer the third timestep's output.
+        second = await plane.infer(_step(x[:, 1:2]))
+        third = await plane.infer(_step(x[:, 2:3], sequence_end=True))
+        expected = run_directly(tmp_path / "lstm" / "1", {"x": x})["sequence"]
+        got = np.concatenate([first.outputs[1].data, second.outputs[1].data, third.outputs[1].data], axis=1)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
     finally:
         await plane.close()

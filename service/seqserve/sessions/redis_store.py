@@ -39,6 +39,10 @@ from seqserve.sessions.redis_pipeline import Coalescer
 from seqserve.sessions.state import SessionState
 from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write, gone_message
 
+# Both scripts start with a shebang (Redis 7.0+, Valkey): Redis out of memory (maxmemory under
+# noeviction) then refuses a save whole, before it runs, while a delete runs anyway (allow-oom)
+# so that ending sessions frees memory.
+#
 # Saves the sessions of one bucket (one hash slot), all in one call.
 # KEYS: the bucket's LRU index, its eviction counter, then for each session: its record, its
 # tombstone, its model's LRU index in the bucket.
@@ -51,7 +55,7 @@ from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write
 # (compare-and-set lost), {-3} (the bucket is full), {-4} (the model's share of it is full).
 # A session streaming steps renews its LRU place and tombstone once per renewal period, not per
 # step: three of a save's six commands, most of its cost in Redis.
-_SAVE = """
+_SAVE = """#!lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, server_max, grace, renewal = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -108,7 +112,7 @@ return results
 # KEYS: session, tombstone, bucket LRU index, bucket model LRU index.
 # ARGV: reason, tombstone ttl ms, member, expected revision ("" = whatever it is).
 # Returns 1 (deleted), 0 (there was none) or {-2, stored revision, stored generation}.
-_DELETE = """
+_DELETE = """#!lua flags=allow-oom
 if ARGV[4] ~= '' then
   local current = redis.call('HGET', KEYS[1], 'rev')
   if current and current ~= ARGV[4] then return {-2, tonumber(current), redis.call('HGET', KEYS[1], 'gen')} end
@@ -124,7 +128,16 @@ _TOMBSTONE_TTL_MS = 3_600_000
 # A streaming session's LRU place is at most this old (or the eviction grace, if shorter): the least
 # recently used is chosen to within it; a session idle less than the grace is still never evicted.
 _RENEWAL_MS = 1000
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError)
+# Redis down, slow, or between owners of a slot (a failover, a resharding): retryable, nothing written.
+_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.SlotNotCoveredError,
+)
 CLUSTER_BUCKETS = 64
 
 P = ParamSpec("P")
@@ -139,6 +152,11 @@ def _answered(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
+        except redis.exceptions.OutOfMemoryError:
+            raise LimitExceeded(
+                "the session store is out of memory (Redis used memory > maxmemory): steps that write a session's "
+                "state are refused, whole, until memory is freed; end unused sessions or give Redis more memory"
+            ) from None
         except _UNREACHABLE as e:
             raise StoreUnavailable(
                 f"the session store did not answer ({type(e).__name__}: {e}); the request may be sent again "
