@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import redis
 
+from helpers.keras_models import stateful_lstm
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
-from seqserve.export import export_model
 from seqserve.inference import InferRequest, Tensor
 from seqserve.server import build_dataplane
 from seqserve.sessions.redis_store import RedisStateStore
@@ -26,16 +26,7 @@ F, U, STEPS = 3, 5, 8
 
 @pytest.fixture(scope="module")
 def keras_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Path]:
-    """An LSTM returning sequences, saved, and exported stateful into a store."""
-    directory = tmp_path_factory.mktemp("keras")
-    model = keras.Sequential(
-        [keras.Input((None, F), name="x"), keras.layers.LSTM(U, return_sequences=True, name="lstm")]
-    )
-    rng = np.random.default_rng(4)
-    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    model.save(directory / "m.keras")
-    export_model(directory / "m.keras", "lstm", store=directory / "store", stateful=True, progress=False)
-    return model, directory / "store"
+    return stateful_lstm(tmp_path_factory.mktemp("keras"), F, U, seed=4)
 
 
 def _plane(store: Path, url: str) -> DataPlane:

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 
+from helpers.keras_models import stateful_lstm
 from helpers.redis_cluster import Cluster, running_cluster
 from helpers.server import running_server
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SessionConflict, StoreUnavailable
-from seqserve.export import export_model
 from seqserve.inference import InferRequest, Tensor
 from seqserve.server import build_dataplane
 from seqserve.sessions.redis_store import RedisStateStore
@@ -36,15 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def keras_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Path]:
-    directory = tmp_path_factory.mktemp("keras")
-    model = keras.Sequential(
-        [keras.Input((None, F), name="x"), keras.layers.LSTM(U, return_sequences=True, name="lstm")]
-    )
-    rng = np.random.default_rng(5)
-    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    model.save(directory / "m.keras")
-    export_model(directory / "m.keras", "lstm", store=directory / "store", stateful=True, progress=False)
-    return model, directory / "store"
+    return stateful_lstm(tmp_path_factory.mktemp("keras"), F, U, seed=5)
 
 
 def _step(x: np.ndarray, sequence: object, **control: object) -> InferRequest:
