@@ -36,6 +36,7 @@ SECRETS_DIR = "/run/secrets/seqserve"
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from seqserve.auth import KeyFileError
     from seqserve.config import Settings
     from seqserve.server import serve
 
@@ -49,7 +50,10 @@ def _serve(args: argparse.Namespace) -> int:
         problems = "; ".join(f"SEQSERVE_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
         raise InvalidInput(f"invalid settings: {problems}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except KeyFileError as e:  # read once at start; later changes that break it are logged, not fatal
+        raise InvalidInput(str(e)) from None
     return 0
 
 
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the model store over KServe V2 REST and gRPC")
     serve.add_argument("--store", type=Path, help="model store directory [SEQSERVE_STORE, model_store]")
-    serve.add_argument("--host", help="bind address [SEQSERVE_HOST, 0.0.0.0]")
+    serve.add_argument("--host", help="bind address [SEQSERVE_HOST, 127.0.0.1; the container image sets 0.0.0.0]")
     serve.add_argument("--http-port", dest="http_port", type=int, help="REST port [SEQSERVE_HTTP_PORT, 8000]")
     serve.add_argument("--grpc-port", dest="grpc_port", type=int, help="gRPC port [SEQSERVE_GRPC_PORT, 8001]")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], help="execution provider [SEQSERVE_DEVICE, auto]")

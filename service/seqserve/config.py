@@ -18,6 +18,8 @@ Device = Literal["auto", "cpu", "cuda"]
 # Where batched runs happen (`batch_compute`).
 BatchCompute = Literal["auto", "loop", "thread"]
 
+# Endpoints that may answer without an API key (`open_endpoints`): `seqserve.auth` says which are which.
+OPEN_ENDPOINT_KINDS = ("health", "metrics", "metadata")
 _SESSION_STORE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
@@ -66,7 +68,10 @@ class Settings(BaseSettings, ModelDefaults):
     model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore")
 
     store: Path = Field(Path("model_store"), description="Model store directory: <store>/<name>/<version>/.")
-    host: str = Field("0.0.0.0", description="Address both servers bind to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address both servers bind to: this machine only by default; the container image sets 0.0.0.0.",
+    )
     http_port: int = Field(
         8000, ge=0, le=65535, description="REST (KServe V2 + binary tensor extension) port; 0 disables REST."
     )
@@ -102,6 +107,18 @@ class Settings(BaseSettings, ModelDefaults):
         "boundary), then the server exits 0. Keep it below Kubernetes' terminationGracePeriodSeconds.",
     )
     log_level: str = Field("info", description="Python logging level name (debug, info, warning, error, critical).")
+
+    api_keys_file: Path | None = Field(
+        None,
+        description="Turns authentication on: a file of API keys, one per line, `key` or `name:key` (a mounted "
+        "Kubernetes Secret works), re-read when it changes. Clients send `Authorization: Bearer <key>` (REST) or "
+        "`authorization` metadata (gRPC); each key's sequences and sessions are its own.",
+    )
+    open_endpoints: str = Field(
+        "health,metrics",
+        description="With API keys on, what answers without a key: any of health, metrics, metadata, "
+        "comma-separated ('' for nothing). Inference and sessions always need a key.",
+    )
 
     sessions: str = Field(
         "memory",
@@ -145,6 +162,19 @@ class Settings(BaseSettings, ModelDefaults):
                 f"expected 'memory' or a Redis URL (redis://host:port/db, redis+cluster://host:port,...), not {value!r}"
             )
         return value
+
+    @field_validator("open_endpoints")
+    @classmethod
+    def _open_endpoints(cls, value: str) -> str:
+        unknown = {part.strip() for part in value.split(",") if part.strip()} - set(OPEN_ENDPOINT_KINDS)
+        if unknown:
+            raise ValueError(f"expected a comma-separated list of {', '.join(OPEN_ENDPOINT_KINDS)}, not {value!r}")
+        return value
+
+    @property
+    def open_to_anyone(self) -> frozenset[str]:
+        """The kinds of endpoint `open_endpoints` lets through without an API key."""
+        return frozenset(part.strip() for part in self.open_endpoints.split(",") if part.strip())
 
     @field_validator("log_level")
     @classmethod

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from seqserve.auth import Authenticator
 from seqserve.catalog import Catalog
 from seqserve.errors import SeqserveError, SessionNotFound
 from seqserve.inference import InferRequest, InferResponse, Tensor
@@ -31,10 +32,14 @@ log = logging.getLogger(__name__)
 
 
 class DataPlane:
-    def __init__(self, store: ModelStore, sessions: SessionManager, metrics: Metrics) -> None:
+    def __init__(
+        self, store: ModelStore, sessions: SessionManager, metrics: Metrics, auth: Authenticator | None = None
+    ) -> None:
         self.store = store
         self.sessions = sessions
         self.metrics = metrics
+        # Asked by each front end who a request comes from (`InferRequest.owner`); off by default.
+        self.auth = auth or Authenticator()
         self.metrics.watch_sessions(self.sessions.store)
         self.catalog = Catalog(store)
         self.session_api = SessionApi(store, sessions)
@@ -78,7 +83,7 @@ class DataPlane:
 
     async def _infer_sequence(self, request: InferRequest, control: SequenceControl) -> InferResponse:
         """One step of a sequence, in the phases of `seqserve.sessions.steps`."""
-        key = session_key(request.model_name, control.id)
+        key = session_key(request.model_name, control.id, request.owner)
         async with self.sessions.exclusive(key, control):
             try:
                 return await self._apply_step(request, control, key, fresh=False)
@@ -107,7 +112,7 @@ class DataPlane:
         signature = runner.signature
         require_stateful(signature, name)
         wanted = select_outputs(signature, name, request)
-        stored = step.replay()
+        stored = step.replay(request.inputs)
         if stored is not None:
             return _response(runner, request, wanted, stored, step=step.replayed_step)
         inputs, seeded = split_state_inputs(signature, request.inputs, allowed=control.start)

@@ -86,6 +86,13 @@ class LimitExceeded(SeqserveError):
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
+class Unauthenticated(SeqserveError):
+    """Authentication is on and the request carries no API key, or one the server does not know."""
+
+    http_status = HTTPStatus.UNAUTHORIZED
+    grpc_status = "UNAUTHENTICATED"
+
+
 class InferenceFailed(SeqserveError):
     """ONNX Runtime failed to run a request that passed validation."""
 

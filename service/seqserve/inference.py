@@ -43,6 +43,9 @@ class InferRequest:
     # None means "every output of the model", as in the V2 protocol.
     outputs: list[RequestedOutput] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    # The caller, as authenticated by its API key (`seqserve.auth`): its sequences live in its
+    # namespace. None with authentication off. Set by the front end, never read from the body.
+    owner: str | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ import os
 import signal
 from typing import Protocol
 
+from seqserve.auth import ApiKeys, Authenticator
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.metrics import Metrics
@@ -55,7 +56,8 @@ def build_dataplane(settings: Settings) -> DataPlane:
         settings.store, RunnerFactory(settings, metrics), drain_seconds=settings.max_sequence_idle, in_use=in_use
     )
     store.scan()
-    return DataPlane(store, sessions, metrics)
+    keys = None if settings.api_keys_file is None else ApiKeys(settings.api_keys_file)
+    return DataPlane(store, sessions, metrics, Authenticator(keys, settings.open_to_anyone))
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:

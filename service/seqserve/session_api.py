@@ -27,26 +27,31 @@ class SessionApi:
         self.store = store
         self.sessions = sessions
 
-    async def create(self, model: str, version: str | None = None, states: Sequence[Tensor] = ()) -> SessionInfo:
+    async def create(
+        self, model: str, version: str | None = None, states: Sequence[Tensor] = (), owner: str | None = None
+    ) -> SessionInfo:
         """A new session with an unguessable id (128 random bits), optionally seeded with states.
 
-        Without states its batch size is set by its first request, which starts from zeros.
+        Without states its batch size is set by its first request, which starts from zeros. With
+        API keys on, every method takes the caller (`owner`): its sessions are its own.
         """
         runner: ModelRunner = self.store.get_ready(model, version).runner
         require_stateful(runner.signature, model)
         session_id = secrets.token_hex(16)
         state = _record(runner, states, step=0)
-        await self.sessions.store.save(session_key(model, session_id), state, None, limits=runner.limits)
+        await self.sessions.store.save(session_key(model, session_id, owner), state, None, limits=runner.limits)
         return _info(session_id, state)
 
-    async def get(self, model: str, session_id: str) -> SessionInfo:
-        key, control = session_key(model, session_id), SequenceControl(session_id)
+    async def get(self, model: str, session_id: str, owner: str | None = None) -> SessionInfo:
+        key, control = session_key(model, session_id, owner), SequenceControl(session_id)
         state = await load_record(self.sessions.store, key, model, control, fresh=True)
         return _info(session_id, state)
 
-    async def set_states(self, model: str, session_id: str, states: Sequence[Tensor]) -> SessionInfo:
+    async def set_states(
+        self, model: str, session_id: str, states: Sequence[Tensor], owner: str | None = None
+    ) -> SessionInfo:
         """Replaces every state of the session (Keras `reset_states(states=...)`); its batch size may change."""
-        key, control = session_key(model, session_id), SequenceControl(session_id)
+        key, control = session_key(model, session_id, owner), SequenceControl(session_id)
         async with self.sessions.exclusive(key, control):
             previous = await load_record(self.sessions.store, key, model, control, fresh=True)
             runner: ModelRunner = self.store.pinned(model, previous.version).runner
@@ -58,8 +63,8 @@ class SessionApi:
             await self.sessions.store.save(key, state, previous.revision, limits=runner.limits)
             return _info(session_id, state)
 
-    async def end(self, model: str, session_id: str) -> None:
-        key, control = session_key(model, session_id), SequenceControl(session_id)
+    async def end(self, model: str, session_id: str, owner: str | None = None) -> None:
+        key, control = session_key(model, session_id, owner), SequenceControl(session_id)
         async with self.sessions.exclusive(key, control):
             # An unknown session is an error, not a no-op.
             await load_record(self.sessions.store, key, model, control, fresh=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from helpers.server import free_port
+from seqserve.auth import Authenticator
 from seqserve.config import Settings
 from seqserve.errors import (
     ExportError,
@@ -26,6 +27,7 @@ from seqserve.errors import (
     SessionConflict,
     SessionNotFound,
     StoreUnavailable,
+    Unauthenticated,
 )
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
@@ -45,6 +47,8 @@ class FailingDataPlane:
         "limit": LimitExceeded("too many sessions"),
         "bug": ZeroDivisionError("division by zero"),
     }
+
+    auth = Authenticator()  # off
 
     @property
     def catalog(self) -> FailingDataPlane:  # health and readiness answers live here too
@@ -112,6 +116,7 @@ async def test_each_seqserve_error_becomes_its_own_grpc_code(
         (ExportError, 400, grpc.StatusCode.INVALID_ARGUMENT),
         (ModelNotFound, 404, grpc.StatusCode.NOT_FOUND),
         (SessionNotFound, 404, grpc.StatusCode.NOT_FOUND),
+        (Unauthenticated, 401, grpc.StatusCode.UNAUTHENTICATED),
         (SessionConflict, 409, grpc.StatusCode.ABORTED),
         (PayloadTooLarge, 413, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (LimitExceeded, 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -129,7 +134,7 @@ def test_every_error_class_has_the_statuses_of_the_readme_table(
 
 def test_every_error_class_is_in_the_table_above() -> None:
     classes = {InvalidInput, ExportError, ModelNotFound, SessionNotFound, SessionConflict, PayloadTooLarge}
-    classes |= {LimitExceeded, InferenceFailed, ModelNotReady, StoreUnavailable}
+    classes |= {LimitExceeded, InferenceFailed, ModelNotReady, StoreUnavailable, Unauthenticated}
     assert set(SeqserveError.__subclasses__()) == classes
 
 

@@ -7,12 +7,15 @@ from typing import Any
 import httpx
 import pytest
 
+from seqserve.auth import Authenticator
 from seqserve.config import Settings
 from seqserve.rest.app import create_app
 
 
 class CrashingDataPlane:
     """Stands in for DataPlane: healthy, but its inference hits a bug (not a SeqserveError)."""
+
+    auth = Authenticator()  # off
 
     @property
     def catalog(self) -> CrashingDataPlane:  # the health answers live here too

@@ -71,3 +71,19 @@ def test_a_session_record_packs_states_and_kept_outputs() -> None:
         np.testing.assert_array_equal(copy.states[name], value)
     assert copy.last_outputs is not None
     np.testing.assert_array_equal(copy.last_outputs["y"], outputs["y"])
+
+
+def test_a_record_keeps_its_request_digest_and_one_written_without_it_reads_as_none() -> None:
+    digest = bytes(range(codec.REQUEST_DIGEST_BYTES))
+    outputs = {"y": np.ones((2, 5), np.float32)}
+    record = SessionState(
+        model="m", version=1, batch_size=2, states=_states(), last_outputs=outputs, last_request=digest
+    )
+    blob = codec.encode(record)
+    assert codec.decode(blob).last_request == digest
+    without = SessionState(model="m", version=1, batch_size=2, states=_states(), last_outputs=outputs)
+    assert codec.decode(codec.encode(without)).last_request is None
+    # Appended: an older reader stops before it.
+    assert len(blob) == len(codec.encode(without)) + codec.REQUEST_DIGEST_BYTES
+    with pytest.raises(codec.UnreadableRecord, match="cut short"):
+        codec.decode(blob[:-1])

@@ -34,10 +34,12 @@ async def test_a_paused_redis_fails_the_step_in_time_and_the_session_goes_on(tmp
         os.kill(pid, signal.SIGSTOP)
         try:
             began = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="did not answer.*may be sent again"):
+            with pytest.raises(StoreUnavailable, match="did not answer.*may be sent again") as refused:
                 await plane.infer(_step(x[:, 1:2], sequence_step=2))
             assert time.monotonic() - began < 3  # the timeout, not a hang
             assert "seqserve_inference_requests_total" in plane.metrics.exposition().decode()  # a scrape survives
+            port = str(redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"])
+            assert port not in str(refused.value), "a client is not told where the store lives"
         finally:
             os.kill(pid, signal.SIGCONT)
         # The failed step changed nothing: sent again, it is applied once and the outputs are exact.

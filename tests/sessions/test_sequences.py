@@ -205,6 +205,30 @@ async def test_a_retried_step_returns_the_stored_answer_without_advancing(plane:
         await plane.infer(_step(x[:, 2:3], 1, sequence_step=1))
 
 
+async def test_a_used_step_number_with_other_inputs_is_a_conflict_not_the_stored_answer(
+    plane: DataPlane, store: Path
+) -> None:
+    """Twelve clients sending step 2 with different inputs (fewer than max_pending_per_session): one
+    is applied, the others are refused (they are not retries of it), and a true retry of it, same
+    inputs, is still answered."""
+    x = _seq(steps=2)
+    others = np.random.default_rng(9).standard_normal((12, *x[:, 1:2].shape)).astype(np.float32)
+    await plane.infer(_step(x[:, :1], 1, sequence_start=True, sequence_step=1))
+    answers = await asyncio.gather(
+        *(plane.infer(_step(other, 1, sequence_step=2)) for other in others), return_exceptions=True
+    )
+    applied = [k for k, a in enumerate(answers) if not isinstance(a, BaseException)]
+    assert len(applied) == 1, answers
+    for k, answer in enumerate(answers):
+        if k not in applied:
+            assert isinstance(answer, SessionConflict), answer
+            assert "step 2 of sequence 1 was applied with other inputs" in str(answer)
+    retried = await plane.infer(_step(others[applied[0]], 1, sequence_step=2))
+    np.testing.assert_array_equal(retried.outputs[1].data, answers[applied[0]].outputs[1].data)  # type: ignore[union-attr]
+    expected = run_directly(store / "lstm" / "1", {"x": np.concatenate([x[:, :1], others[applied[0]]], axis=1)})
+    np.testing.assert_allclose(retried.outputs[1].data, expected["sequence"][:, 1:], atol=1e-6)
+
+
 async def test_a_session_stays_on_the_version_it_started_on(plane: DataPlane, store: Path) -> None:
     x = _seq()
     await plane.infer(_step(x[:, :3], 1, sequence_start=True))

@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
+from seqserve.grpc.auth import RequireApiKey
 from seqserve.grpc.generated import grpc_service_pb2, session_service_pb2
 from seqserve.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from seqserve.grpc.generated.session_service_pb2_grpc import add_SessionServiceServicer_to_server
@@ -43,7 +44,8 @@ def create_grpc_server(
 ) -> grpc.aio.Server:
     """A server bound to settings.host:settings.grpc_port, not started yet (the caller awaits start())."""
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        # API keys first: a call without its key is refused before anything else looks at it.
+        interceptors=[*([RequireApiKey(dataplane.auth)] if dataplane.auth.on else []), ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             # Responses are not capped: a sequence output can be larger than the request that asked for it.

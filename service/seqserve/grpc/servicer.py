@@ -21,9 +21,11 @@ import grpc
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
 from seqserve.grpc import converters
+from seqserve.grpc.auth import caller_of
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from seqserve.grpc.interceptor import internal_error_message
+from seqserve.grpc.status import grpc_code
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        response = await self._dataplane.infer(converters.infer_request_from_proto(request))
-        return converters.infer_response_to_proto(response)
+        decoded = converters.infer_request_from_proto(request)
+        decoded.owner = caller_of(self._dataplane.auth, context)
+        return converters.infer_response_to_proto(await self._dataplane.infer(decoded))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -90,6 +93,10 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         """
         task = asyncio.current_task()
         assert task is not None
+        try:
+            owner = caller_of(self._dataplane.auth, context)  # once: a stream's metadata is its first message's
+        except SeqserveError as e:
+            await context.abort(grpc_code(e), e.message)
         streams = self._streams
         streams[task] = True
         stopped = False
@@ -97,7 +104,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             async for request in requests:
                 streams[task] = False
                 try:
-                    response = await self._dataplane.infer(converters.infer_request_from_proto(request))
+                    decoded = converters.infer_request_from_proto(request)
+                    decoded.owner = owner
+                    response = await self._dataplane.infer(decoded)
                     answer = pb.ModelStreamInferResponse()
                     converters.infer_response_to_proto(response, answer.infer_response)
                 except SeqserveError as e:

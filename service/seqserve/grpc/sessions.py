@@ -12,6 +12,7 @@ import grpc
 from seqserve.dataplane import DataPlane
 from seqserve.errors import InvalidInput
 from seqserve.grpc import converters
+from seqserve.grpc.auth import caller_of
 from seqserve.grpc.generated import session_service_pb2 as spb
 from seqserve.grpc.generated.session_service_pb2_grpc import SessionServiceServicer
 
@@ -20,28 +21,31 @@ class SessionServicer(SessionServiceServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self._dataplane = dataplane
 
+    def _caller(self, context: grpc.aio.ServicerContext) -> str | None:
+        return caller_of(self._dataplane.auth, context)
+
     async def CreateSession(self, request: spb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
         states = converters.session_states_from_proto(request.states, request.raw_state_contents)
         info = await self._dataplane.session_api.create(
-            _required(request.model_name, "model_name"), request.model_version or None, states
+            _required(request.model_name, "model_name"), request.model_version or None, states, self._caller(context)
         )
         return converters.session_to_proto(info)
 
     async def GetSession(self, request: spb.GetSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
-        info = await self._dataplane.session_api.get(*_address(request))
+        info = await self._dataplane.session_api.get(*_address(request), self._caller(context))
         return converters.session_to_proto(info)
 
     async def SetSessionState(
         self, request: spb.SetSessionStateRequest, context: grpc.aio.ServicerContext
     ) -> spb.Session:
         states = converters.session_states_from_proto(request.states, request.raw_state_contents)
-        info = await self._dataplane.session_api.set_states(*_address(request), states)
+        info = await self._dataplane.session_api.set_states(*_address(request), states, self._caller(context))
         return converters.session_to_proto(info)
 
     async def EndSession(
         self, request: spb.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> spb.EndSessionResponse:
-        await self._dataplane.session_api.end(*_address(request))
+        await self._dataplane.session_api.end(*_address(request), self._caller(context))
         return spb.EndSessionResponse()
 
 

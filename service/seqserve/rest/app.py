@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from seqserve import __version__
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
+from seqserve.rest.auth import RequireApiKey
 from seqserve.rest.error_handlers import install_error_handlers
 from seqserve.rest.health import health_router
 from seqserve.rest.inference import InferRouting, document_infer, infer_routes
@@ -37,6 +38,8 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     routes = infer_routes(dataplane, settings.max_request_bytes)
     app.router.routes[:0] = routes  # before /docs and the rest
     app.add_middleware(InferRouting, routes=routes)  # first added: innermost, inside any added later
+    if dataplane.auth.on:
+        app.add_middleware(RequireApiKey, auth=dataplane.auth)
     app.include_router(health_router(dataplane))
     app.include_router(metadata_router(dataplane))
     app.include_router(sessions_router(dataplane, settings))

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
 from seqserve.inference import InferRequest
+from seqserve.rest.auth import owner_of
 from seqserve.rest.binary_extension import BINARY_TYPE, HEADER_LENGTH, JSON_TYPE
 from seqserve.rest.body import read_limited
 from seqserve.rest.decode import decode_request, split_body
@@ -50,7 +51,9 @@ class InferEndpoint:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
             body = await self._read(receive, headers.get("content-length"), name, version)
-            content, response_headers = await self._answer(name, version, body, headers.get(_HEADER_LENGTH))
+            content, response_headers = await self._answer(
+                name, version, body, headers.get(_HEADER_LENGTH), owner_of(scope)
+            )
         except _Disconnected:
             return
         except SeqserveError as e:
@@ -74,11 +77,12 @@ class InferEndpoint:
             raise
 
     async def _answer(
-        self, name: str, version: str | None, body: bytes, header_length: str | None
+        self, name: str, version: str | None, body: bytes, header_length: str | None, owner: str | None
     ) -> tuple[bytes, dict[str, str]]:
         """The response body and headers; raises SeqserveError for the client (logged with the
         request's `id`; the data plane logs its own failures)."""
         request = _decode(body, header_length, name, version)
+        request.owner = owner
         response = await self.dataplane.infer(request)
         try:
             return encode_response(request, response)

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.inference import InferRequest, InferResponse, SessionInfo, Tensor
+from seqserve.rest.auth import owner_of
 from seqserve.rest.binary_extension import HEADER_LENGTH
 from seqserve.rest.body import read_body
 from seqserve.rest.decode import decode_request, split_body
@@ -37,7 +38,7 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
 
     async def create(request: Request, name: str, version: str | None) -> Response:
         states = await states_in(request, name, version)
-        return _session_response(await dataplane.session_api.create(name, version, states))
+        return _session_response(await dataplane.session_api.create(name, version, states, _owner(request)))
 
     @router.post("/{name}/sessions")
     async def create_latest(request: Request, name: str) -> Response:
@@ -48,20 +49,26 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
         return await create(request, name, version)
 
     @router.get("/{name}/sessions/{session_id}")
-    async def read(name: str, session_id: str) -> Response:
-        return _session_response(await dataplane.session_api.get(name, session_id))
+    async def read(request: Request, name: str, session_id: str) -> Response:
+        return _session_response(await dataplane.session_api.get(name, session_id, _owner(request)))
 
     @router.put("/{name}/sessions/{session_id}")
     async def replace(request: Request, name: str, session_id: str) -> Response:
         states = await states_in(request, name, None)
-        return _session_response(await dataplane.session_api.set_states(name, session_id, states))
+        return _session_response(
+            await dataplane.session_api.set_states(name, session_id, states, _owner(request))
+        )
 
     @router.delete("/{name}/sessions/{session_id}")
-    async def end(name: str, session_id: str) -> Response:
-        await dataplane.session_api.end(name, session_id)
+    async def end(request: Request, name: str, session_id: str) -> Response:
+        await dataplane.session_api.end(name, session_id, _owner(request))
         return Response(b"{}", media_type="application/json")
 
     return router
+
+
+def _owner(request: Request) -> str | None:
+    return owner_of(request.scope)
 
 
 def _session_response(info: SessionInfo) -> Response:

@@ -1,5 +1,7 @@
 """A session record as the bytes Redis stores: a fixed binary header, then each group of arrays
-(the states, and the answer a numbered step keeps) as a short JSON description and the raw bytes.
+(the states, and the answer a numbered step keeps) as a short JSON description and the raw bytes,
+then, flagged in the header, the digest of a numbered step's request (which readers that do not
+know the flag ignore, and records written before it lack).
 
 Saved once per step, so it is made to be cheap: the description of a packed group is made once per
 layout (`seqserve.sessions.packed`), the header is a struct, and the arrays are one copy of a
@@ -21,7 +23,8 @@ _MAGIC = b"SQS2"
 # magic, model version, batch size, step, generation, last used, flags, model name length,
 # states description length, states bytes, outputs description length, outputs bytes
 _HEADER = struct.Struct("<4sqqqqdBIIQIQ")
-_HAS_OUTPUTS, _ENDED = 1, 2
+_HAS_OUTPUTS, _ENDED, _HAS_REQUEST = 1, 2, 4
+REQUEST_DIGEST_BYTES = 16
 
 
 def encode(state: SessionState) -> bytes:
@@ -29,11 +32,15 @@ def encode(state: SessionState) -> bytes:
     states_description, states = _group(state.states)
     outputs_description, outputs = _group(state.last_outputs or {})
     flags = (_HAS_OUTPUTS if state.last_outputs is not None else 0) | (_ENDED if state.ended else 0)
+    request = state.last_request or b""
+    if request:
+        assert len(request) == REQUEST_DIGEST_BYTES
+        flags |= _HAS_REQUEST
     header = _HEADER.pack(
         _MAGIC, state.version, state.batch_size, state.step, state.generation, state.last_used, flags, len(model),
         len(states_description), len(states), len(outputs_description), len(outputs),
     )  # fmt: skip
-    return b"".join((header, model, states_description, states, outputs_description, outputs))
+    return b"".join((header, model, states_description, states, outputs_description, outputs, request))
 
 
 class UnreadableRecord(ValueError):
@@ -56,6 +63,11 @@ def _decode(blob: bytes) -> SessionState:
     offset += lengths[0]
     states, offset = _ungroup(view, offset, lengths[1], lengths[2])
     outputs, offset = _ungroup(view, offset, lengths[3], lengths[4])
+    request = None
+    if flags & _HAS_REQUEST:
+        request = bytes(view[offset : offset + REQUEST_DIGEST_BYTES])
+        if len(request) != REQUEST_DIGEST_BYTES:
+            raise ValueError("the request digest is cut short")
     return SessionState(
         model=model,
         version=version,
@@ -63,6 +75,7 @@ def _decode(blob: bytes) -> SessionState:
         states=states,
         step=step,
         last_outputs=outputs if flags & _HAS_OUTPUTS else None,
+        last_request=request,
         last_used=last_used,
         ended=bool(flags & _ENDED),
         generation=generation,

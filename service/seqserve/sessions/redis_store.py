@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import time
 import zlib
@@ -139,6 +140,7 @@ _UNREACHABLE = (
     redis.exceptions.SlotNotCoveredError,
 )
 CLUSTER_BUCKETS = 64
+_log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -158,8 +160,10 @@ def _answered(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
                 "state are refused, whole, until memory is freed; end unused sessions or give Redis more memory"
             ) from None
         except _UNREACHABLE as e:
+            # redis-py's text names the store's address: it goes to the log, not to the client.
+            _log.warning("session store call failed: %s: %s", type(e).__name__, e)
             raise StoreUnavailable(
-                f"the session store did not answer ({type(e).__name__}: {e}); the request may be sent again "
+                f"the session store did not answer ({type(e).__name__}); the request may be sent again "
                 "(a step numbered with sequence_step is applied once however often it is sent)"
             ) from None
 

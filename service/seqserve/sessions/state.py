@@ -37,6 +37,9 @@ class SessionState:
     # The answer to the last applied step, kept only when the client numbers its steps, so a retry
     # of that step gets the same answer instead of advancing the state twice.
     last_outputs: Mapping[str, np.ndarray] | None = None
+    # A digest of that step's request (`seqserve.sessions.steps.request_digest`): a retry carries the
+    # same; another request reusing the step number does not, and is refused rather than answered.
+    last_request: bytes | None = None
     last_used: float = field(default_factory=time.time)
     # Ended by a numbered last step: kept (without states) only to answer a retry of that step.
     ended: bool = False

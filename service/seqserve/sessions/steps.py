@@ -11,9 +11,10 @@ to share between replicas:
    NOT_FOUND saying which (an ended record only answers a retry of its own last numbered step).
 3. Pin (`pinned_version`, `check_version`). A continued session runs on the model version it
    started on; a request naming another version is refused.
-4. Replay or gap (`replay`; numbered steps only, `sequence_step`). The step applied last comes back
-   with its stored answer and the state untouched; any number but the next is ABORTED; a start is
-   step 1.
+4. Replay or gap (`replay`; numbered steps only, `sequence_step`). The step applied last, sent
+   again with the same inputs (`request_digest`), comes back with its stored answer and the state
+   untouched; the same number with other inputs is not a retry and is ABORTED, as is any number but
+   the next; a start is step 1.
 5. States (`states`). A start runs from zeros, or from the states sent with it; a continue from the
    stored states, at the batch size its first request set.
 6. Run: the caller's.
@@ -32,12 +33,14 @@ record just read from the store is a real race, and is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from seqserve.errors import InvalidInput, SessionConflict, SessionNotFound
 from seqserve.inference import Tensor
+from seqserve.sessions.codec import REQUEST_DIGEST_BYTES
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
 from seqserve.sessions.state import SessionState, new_generation
 from seqserve.sessions.stores import SessionLimits, StateStore, gone_message
@@ -71,15 +74,33 @@ async def load_record(
     return state
 
 
+def request_digest(inputs: Sequence[Tensor], end: bool) -> bytes:
+    """What tells a retry of a numbered step from another request reusing its number: the inputs'
+    names, types, shapes and bytes, and whether it ends the sequence."""
+    digest = hashlib.blake2b(digest_size=REQUEST_DIGEST_BYTES)
+    for tensor in sorted(inputs, key=lambda t: t.name):
+        data = tensor.data
+        digest.update(f"{tensor.name}\0{tensor.datatype}\0{data.shape}\0".encode())
+        if data.dtype == object:  # BYTES: each element with its length, so boundaries count
+            for item in data.ravel():
+                raw = item if isinstance(item, bytes) else str(item).encode()
+                digest.update(len(raw).to_bytes(8, "little") + raw)
+        else:
+            digest.update(np.ascontiguousarray(data).data)
+    digest.update(b"end" if end else b"go on")
+    return digest.digest()
+
+
 class SequenceStep:
     """One request of a sequence, from its load to its save (the module docstring gives the order)."""
 
-    __slots__ = ("store", "key", "control", "model", "previous")
+    __slots__ = ("store", "key", "control", "model", "previous", "request")
 
     def __init__(
         self, store: StateStore, key: str, control: SequenceControl, model: str, previous: SessionState | None
     ) -> None:
         self.store, self.key, self.control, self.model, self.previous = store, key, control, model, previous
+        self.request: bytes | None = None  # the digest of a numbered step's request (`replay`)
 
     @classmethod
     async def begin(
@@ -107,13 +128,24 @@ class SequenceStep:
                 f"not {requested}: a session stays on the version it started on"
             )
 
-    def replay(self) -> Arrays | None:
-        """Phase 4: the stored answer when this numbered step was applied already; raises on a gap."""
+    def replay(self, inputs: Sequence[Tensor]) -> Arrays | None:
+        """Phase 4: the stored answer when this numbered step was applied already, with these
+        inputs; raises on a gap, or on the step's number reused with other inputs."""
         previous, step = self.previous, self.control.step
-        if previous is None or step is None:
+        if step is None:
+            return None
+        self.request = request_digest(inputs, self.control.end)
+        if previous is None:
             return None
         if step == previous.step and previous.last_outputs is not None:
-            return previous.last_outputs
+            if previous.last_request in (None, self.request):  # None: stored before digests were kept
+                return previous.last_outputs
+            if previous.from_copy:  # the copy may be of another run of the sequence: ask the store
+                raise StaleCopy(f"{self.control.describe()}: this replica's copy has another step {step}")
+            raise SessionConflict(
+                f"step {step} of {self.control.describe()} was applied with other inputs: a retry must send the "
+                f"same request; the next step is {previous.step + 1}"
+            )
         if step != previous.step + 1:
             if previous.from_copy:
                 raise StaleCopy(f"{self.control.describe()}: this replica's copy is at step {previous.step}")
@@ -197,6 +229,7 @@ class SequenceStep:
             states={} if control.end else {spec.name: results[spec.output] for spec in signature.states},
             step=step,
             last_outputs=outputs,
+            last_request=self.request,
             ended=control.end,
         )
         # A continuing step is the same run of the sequence; a start begins a new one.
