@@ -19,10 +19,11 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seqserve.errors import Unauthenticated
+from seqserve.sessions.stores import SessionLimits
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ApiKeys:
         self._clock = clock
         self._stamp = self._stat()
         self._names = read_keys(self.path)  # raises KeyFileError: a server must not start on a broken file
+        self.name_count = len(set(self._names.values()))
         self._checked = clock()
 
     def owner(self, authorization: str | None) -> str:
@@ -66,10 +68,6 @@ class ApiKeys:
             raise Unauthenticated("the API key is not known to this server")
         return name
 
-    @property
-    def names(self) -> list[str]:
-        return sorted(set(self._names.values()))
-
     def _reload_if_changed(self) -> None:
         now = self._clock()
         if now - self._checked < _RECHECK_SECONDS:
@@ -80,10 +78,11 @@ class ApiKeys:
             return
         self._stamp = stamp
         try:
-            self._names = read_keys(self.path)
+            names = read_keys(self.path)
         except KeyFileError as e:
             log.error("API keys file not reloaded, the keys read before stay in force: %s", e)
             return
+        self._names, self.name_count = names, len(set(names.values()))
         log.info("API keys reloaded from %s: %d keys", self.path, len(self._names))
 
     def _stat(self) -> _FileStamp | None:
@@ -160,11 +159,28 @@ def grpc_method_kind(method: str) -> str | None:
 
 class Authenticator:
     """Who a request comes from, for every front end: None with authentication off or on an open
-    endpoint, the caller's name otherwise (Unauthenticated without a valid key)."""
+    endpoint, the caller's name otherwise (Unauthenticated without a valid key). And how many
+    sessions a caller may hold (`limits`)."""
 
-    def __init__(self, keys: ApiKeys | None = None, open_to_anyone: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        keys: ApiKeys | None = None,
+        open_to_anyone: frozenset[str] = frozenset(),
+        max_sessions: int = 100_000,
+        max_sessions_per_key: int = 0,
+    ) -> None:
         self.keys = keys
         self.open_to_anyone = open_to_anyone
+        self.max_sessions = max_sessions
+        self.max_sessions_per_key = max_sessions_per_key
+
+    def limits(self, limits: SessionLimits, owner: str | None) -> SessionLimits:
+        """A model's session limits, with the caller's share when there is a caller: the setting, or
+        else an equal share of the server (so that the shares of all keys fit in it together)."""
+        if owner is None or self.keys is None:
+            return limits
+        share = self.max_sessions_per_key or max(1, self.max_sessions // self.keys.name_count)
+        return replace(limits, max_per_owner=share)
 
     @property
     def on(self) -> bool:

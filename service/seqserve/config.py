@@ -138,6 +138,14 @@ class Settings(BaseSettings, ModelDefaults):
         "UNAVAILABLE (retryable) and the server goes on.",
     )
     max_sessions: int = Field(100_000, ge=1, description="Most sessions held at once, over every model.")
+    max_sessions_per_key: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description="With API keys on: sessions one key may hold at once, over every model (at its share, a new "
+        "session evicts the key's own least recently used idle one); 0 = an equal share, max_sessions divided by "
+        "the number of key names.",
+    )
     max_session_bytes: int = Field(
         1 << 30,
         ge=1,

@@ -22,7 +22,8 @@ from seqserve.metrics import Metrics
 from seqserve.runner import ModelRunner
 from seqserve.session_api import SessionApi
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
-from seqserve.sessions.manager import SessionManager, session_key
+from seqserve.sessions.keys import session_key
+from seqserve.sessions.manager import SessionManager
 from seqserve.sessions.steps import Arrays, SequenceStep, StaleCopy
 from seqserve.store.model_store import ModelStore
 from seqserve.store.signature import TensorSpec
@@ -42,7 +43,7 @@ class DataPlane:
         self.auth = auth or Authenticator()
         self.metrics.watch_sessions(self.sessions.store)
         self.catalog = Catalog(store)
-        self.session_api = SessionApi(store, sessions)
+        self.session_api = SessionApi(store, sessions, self.auth)
 
     async def close(self) -> None:
         self.store.close()
@@ -119,7 +120,8 @@ class DataPlane:
         feeds, batch_size = validate_inputs(signature, name, inputs)
         states = step.states(signature, runner.zero_states, seeded, batch_size)
         results = await runner.run(feeds | states, session=key, ends=control.end)
-        number = await step.save(signature, runner.version, batch_size, results, runner.limits)
+        limits = self.auth.limits(runner.limits, request.owner)
+        number = await step.save(signature, runner.version, batch_size, results, limits)
         return _response(runner, request, wanted, results, step=number)
 
 

@@ -57,7 +57,8 @@ def build_dataplane(settings: Settings) -> DataPlane:
     )
     store.scan()
     keys = None if settings.api_keys_file is None else ApiKeys(settings.api_keys_file)
-    return DataPlane(store, sessions, metrics, Authenticator(keys, settings.open_to_anyone))
+    auth = Authenticator(keys, settings.open_to_anyone, settings.max_sessions, settings.max_sessions_per_key)
+    return DataPlane(store, sessions, metrics, auth)
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:

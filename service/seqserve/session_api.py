@@ -10,12 +10,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from seqserve.auth import Authenticator
 from seqserve.datatypes import to_v2_datatype
 from seqserve.errors import InvalidInput
 from seqserve.inference import SessionInfo, Tensor
 from seqserve.runner import ModelRunner
 from seqserve.sessions.control import SequenceControl
-from seqserve.sessions.manager import SessionManager, session_key
+from seqserve.sessions.keys import session_key
+from seqserve.sessions.manager import SessionManager
 from seqserve.sessions.state import SessionState, new_generation
 from seqserve.sessions.steps import load_record
 from seqserve.store.model_store import ModelStore
@@ -23,9 +25,10 @@ from seqserve.validation import require_stateful, validate_states
 
 
 class SessionApi:
-    def __init__(self, store: ModelStore, sessions: SessionManager) -> None:
+    def __init__(self, store: ModelStore, sessions: SessionManager, auth: Authenticator | None = None) -> None:
         self.store = store
         self.sessions = sessions
+        self.auth = auth or Authenticator()
 
     async def create(
         self, model: str, version: str | None = None, states: Sequence[Tensor] = (), owner: str | None = None
@@ -39,7 +42,8 @@ class SessionApi:
         require_stateful(runner.signature, model)
         session_id = secrets.token_hex(16)
         state = _record(runner, states, step=0)
-        await self.sessions.store.save(session_key(model, session_id, owner), state, None, limits=runner.limits)
+        limits = self.auth.limits(runner.limits, owner)
+        await self.sessions.store.save(session_key(model, session_id, owner), state, None, limits=limits)
         return _info(session_id, state)
 
     async def get(self, model: str, session_id: str, owner: str | None = None) -> SessionInfo:
@@ -60,7 +64,7 @@ class SessionApi:
                 names = ", ".join(repr(s.name) for s in runner.signature.states)
                 raise InvalidInput(f"give the states to set: {names}")
             state = _record(runner, states, step=previous.step)
-            await self.sessions.store.save(key, state, previous.revision, limits=runner.limits)
+            await self.sessions.store.save(key, state, previous.revision, limits=self.auth.limits(runner.limits, owner))
             return _info(session_id, state)
 
     async def end(self, model: str, session_id: str, owner: str | None = None) -> None:

@@ -141,6 +141,28 @@ def test_another_key_cannot_read_replace_end_or_step_a_session_over_rest(server:
     assert httpx.delete(f"{sessions}/{session_id}", headers=_bearer(ALICE), timeout=TIMEOUT).status_code == 200
 
 
+def test_a_flood_of_new_sessions_from_one_key_never_evicts_another_keys_idle_session(
+    store: Path, tmp_path: Path
+) -> None:
+    """8 sessions on the server, 2 keys: a share of 4 each. Bob's two idle sequences outlive
+    Alice's 30 new ones, which evict only her own oldest."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{ALICE}\nbob:{BOB}\n")
+    env = {"SEQSERVE_API_KEYS_FILE": str(keys), "SEQSERVE_MAX_SESSIONS": "8", "SEQSERVE_SESSION_EVICTION_GRACE": "0"}
+    x = _x(10)
+    with running_server(store, env=env, log_dir=tmp_path) as server:
+        for k in range(1, 3):
+            assert _post(server, _step_body(x[:, :1], k, sequence_start=True), BOB).status_code == 200
+        for k in range(1, 31):
+            assert _post(server, _step_body(x[:, :1], k, sequence_start=True), ALICE).status_code == 200
+        for k in range(1, 3):
+            answer = _post(server, _step_body(x[:, 1:2], k), BOB)
+            assert answer.status_code == 200, answer.text
+        evicted = _post(server, _step_body(x[:, 1:2], 1), ALICE)
+        assert evicted.status_code == 404 and "evicted" in evicted.json()["error"]
+        assert _post(server, _step_body(x[:, 1:2], 30), ALICE).status_code == 200
+
+
 # -- gRPC ------------------------------------------------------------------------------------------
 
 

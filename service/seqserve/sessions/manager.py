@@ -25,15 +25,6 @@ class _Slot:
         self.waiting: deque[asyncio.Future[None]] | None = None  # made when a second request comes
 
 
-def session_key(model: str, sequence_id: int | str, owner: str | None = None) -> str:
-    """Integer and string ids live apart (uint64 42 is not "42"), each inside its model, and with
-    API keys on inside the caller's namespace (`owner`, an API key's name: `seqserve.auth`)."""
-    kind = "u" if isinstance(sequence_id, int) else "s"
-    # '@' cannot begin a kind, so no id of a namespace can be read as one of another, or of none.
-    namespace = "" if owner is None else f"@{owner}/"
-    return f"{model}/{namespace}{kind}:{sequence_id}"
-
-
 class SessionManager:
     def __init__(self, store: StateStore, max_pending: int = 16) -> None:
         self.store = store

@@ -35,6 +35,7 @@ import redis
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound, StoreUnavailable
 from seqserve.sessions import codec
 from seqserve.sessions.copies import SessionCopies
+from seqserve.sessions.keys import owner_of_key
 from seqserve.sessions.redis_client import connect, is_cluster
 from seqserve.sessions.redis_pipeline import Coalescer
 from seqserve.sessions.state import SessionState
@@ -46,47 +47,65 @@ from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write
 #
 # Saves the sessions of one bucket (one hash slot), all in one call.
 # KEYS: the bucket's LRU index, its eviction counter, then for each session: its record, its
-# tombstone, its model's LRU index in the bucket.
+# tombstone, its model's LRU index in the bucket, its API key's LRU index in the bucket.
 # ARGV: the bucket's key prefix, the server's max sessions in the bucket, eviction grace ms, how
 # old (ms) a session's place in the LRU indexes and its tombstone may get before a save renews them,
 # then for each session: expected revision ("" = create or replace), its model's max sessions in
-# the bucket (0 = no bound), blob, idle ttl ms (0 = none), tombstone ttl ms, what to say once the
-# idle ttl has run out, the record's generation.
+# the bucket (0 = no bound), its key's (-1 = no API key, 0 = no bound), blob, idle ttl ms (0 =
+# none), tombstone ttl ms, what to say once the idle ttl has run out, the record's generation.
 # Returns, per session, {0, new revision} or {-1} (gone), {-2, stored revision, stored generation}
-# (compare-and-set lost), {-3} (the bucket is full), {-4} (the model's share of it is full).
+# (compare-and-set lost), {-3} (the bucket is full), {-4} (the model's share of it is full),
+# {-5} (the API key's share of it is full).
 # A session streaming steps renews its LRU place and tombstone once per renewal period, not per
 # step: three of a save's six commands, most of its cost in Redis.
+# With an API key, a new session evicts only a session of the same key (`SessionLimits`).
 _SAVE = """#!lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, server_max, grace, renewal = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
--- Evicts the least recently used sessions of an index until it holds fewer than max; entries of
--- sessions that expired by TTL are only trimmed. Returns false when the oldest is still in use.
-local function make_room(index, max, tombstone_ttl)
+-- A member is "<model>/<kind>:<id>" or "<model>/@<key name>/<kind>:<id>".
+local function evict(member, tombstone_ttl)
+  redis.call('DEL', prefix .. 's:' .. member)
+  redis.call('SET', prefix .. 't:' .. member,
+    'was evicted to make room for newer sessions (least recently used)', 'PX', tombstone_ttl)
+  redis.call('INCR', KEYS[2])
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZREM', prefix .. 'lru:' .. string.match(member, '^[^/]*'), member)
+  local owner = string.match(member, '^[^/]*/@([^/]*)/')
+  if owner then redis.call('ZREM', prefix .. 'lru:@' .. owner, member) end
+end
+-- Makes an index hold fewer than max sessions: entries of sessions that expired by TTL are trimmed;
+-- the least recently used is evicted if `may_evict` and idle past the grace. False when full.
+local function make_room(index, max, tombstone_ttl, may_evict)
   while redis.call('ZCARD', index) >= max do
     local oldest = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
-    local victim = prefix .. 's:' .. oldest[1]
-    if redis.call('EXISTS', victim) == 1 then
-      if now - tonumber(oldest[2]) < grace + renewal then return false end  -- its place may be renewal old
-      redis.call('DEL', victim)
-      redis.call('SET', prefix .. 't:' .. oldest[1],
-        'was evicted to make room for newer sessions (least recently used)', 'PX', tombstone_ttl)
-      redis.call('INCR', KEYS[2])
+    if redis.call('EXISTS', prefix .. 's:' .. oldest[1]) == 1 then
+      -- its place may be up to `renewal` old
+      if not may_evict or now - tonumber(oldest[2]) < grace + renewal then return false end
+      evict(oldest[1], tombstone_ttl)
+    else
+      redis.call('ZREM', index, oldest[1])
     end
-    redis.call('ZREM', index, oldest[1])
   end
   return true
 end
-local function save(session, tombstone, model_index, expected, model_max, blob, idle, tomb_ttl, expired, gen)
+local function save(session, tombstone, model_index, owner_index, expected, model_max, owner_max, blob, idle,
+                    tomb_ttl, expired, gen)
   local stored = redis.call('HMGET', session, 'rev', 'used')
   local current, used = stored[1], stored[2]
   if expected ~= '' then
     if not current then return {-1} end
     if current ~= expected then return {-2, tonumber(current), redis.call('HGET', session, 'gen')} end
   end
+  local owned = tonumber(owner_max) >= 0
   if not current then
-    if tonumber(model_max) > 0 and not make_room(model_index, tonumber(model_max), tomb_ttl) then return {-4} end
-    if not make_room(KEYS[1], server_max, tomb_ttl) then return {-3} end
+    if owned and tonumber(owner_max) > 0 and not make_room(owner_index, tonumber(owner_max), tomb_ttl, true) then
+      return {-5}
+    end
+    if tonumber(model_max) > 0 and not make_room(model_index, tonumber(model_max), tomb_ttl, not owned) then
+      return {-4}
+    end
+    if not make_room(KEYS[1], server_max, tomb_ttl, not owned) then return {-3} end
   end
   local revision = (tonumber(current) or 0) + 1
   if used and now - tonumber(used) < renewal then
@@ -97,20 +116,21 @@ local function save(session, tombstone, model_index, expected, model_max, blob, 
     local member = string.sub(session, string.len(prefix) + 3)
     redis.call('ZADD', KEYS[1], now, member)
     redis.call('ZADD', model_index, now, member)
+    if owned then redis.call('ZADD', owner_index, now, member) end
   end
   if tonumber(idle) > 0 then redis.call('PEXPIRE', session, idle) else redis.call('PERSIST', session) end
   return {0, revision}
 end
 local results = {}
-for i = 1, (#KEYS - 2) / 3 do
-  local k, a = 3 * i, 4 + 7 * (i - 1)
-  results[i] = save(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
+for i = 1, (#KEYS - 2) / 4 do
+  local k, a = 4 * i - 1, 4 + 8 * (i - 1)
+  results[i] = save(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
 end
 return results
 """
 
-# KEYS: session, tombstone, bucket LRU index, bucket model LRU index.
+# KEYS: session, tombstone, bucket LRU index, bucket model LRU index, bucket API key LRU index.
 # ARGV: reason, tombstone ttl ms, member, expected revision ("" = whatever it is).
 # Returns 1 (deleted), 0 (there was none) or {-2, stored revision, stored generation}.
 _DELETE = """#!lua flags=allow-oom
@@ -121,6 +141,7 @@ end
 local existed = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
 if existed == 1 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 return existed
 """
@@ -208,8 +229,10 @@ class RedisStateStore(StateStore):
         return f"{self.prefix}{{b{zlib.crc32(key.encode()) % self.buckets}}}:"
 
     def _keys(self, key: str) -> list[str]:
+        """Record, tombstone, and the LRU indexes of the bucket, its model and its API key."""
         bucket, model = self._bucket(key), key.split("/", 1)[0]  # keys are "<model>/<kind>:<id>"
-        return [f"{bucket}s:{key}", f"{bucket}t:{key}", f"{bucket}lru", f"{bucket}lru:{model}", f"{bucket}evictions"]
+        owner = f"{bucket}lru:@{owner_of_key(key) or ''}"  # "...lru:@" without keys: declared, never used
+        return [f"{bucket}s:{key}", f"{bucket}t:{key}", f"{bucket}lru", f"{bucket}lru:{model}", owner]
 
     def _per_bucket(self, maximum: int | None) -> int:
         return 0 if not maximum else math.ceil(maximum / self.buckets)
@@ -260,17 +283,19 @@ class RedisStateStore(StateStore):
     ) -> None:
         limits = limits or SessionLimits()
         idle = self.idle_timeout if limits.idle_timeout is None else limits.idle_timeout
-        session, tombstone, _, model_index, _ = self._keys(key)
+        session, tombstone, _, model_index, owner_index = self._keys(key)
+        owned = owner_of_key(key) is not None
         args = [
             "" if expected_revision is None else str(expected_revision),
             self._per_bucket(limits.max_sessions),
+            self._per_bucket(limits.max_per_owner) if owned else -1,
             codec.encode(state),
             int(idle * 1000),
             max(_TOMBSTONE_TTL_MS, int(idle * 2000)),
             f"expired after {idle:g} s idle",
             str(state.generation),
         ]
-        entry = ([session, tombstone, model_index], args)
+        entry = ([session, tombstone, model_index, owner_index], args)
         if _SAVE not in self._shas:
             await self._load_script(_SAVE)
         try:
@@ -290,7 +315,7 @@ class RedisStateStore(StateStore):
         if code == -2:
             assert expected_revision is not None
             raise self._conflict(result, expected_revision)
-        what = "the server" if code == -3 else f"model '{state.model}'"
+        what = {-3: "the server", -4: f"model '{state.model}'"}.get(code, f"API key '{owner_of_key(key)}'")
         raise LimitExceeded(
             f"{what} holds its maximum of sessions and none has been idle long enough to evict; "
             "retry later or end unused sessions"
@@ -311,7 +336,7 @@ class RedisStateStore(StateStore):
     async def delete(self, key: str, reason: str = "has ended", expected_revision: int | None = None) -> bool:
         self.copies.drop(key)
         expected = "" if expected_revision is None else str(expected_revision)
-        result = await self._script(_DELETE, self._keys(key)[:4], [reason, _TOMBSTONE_TTL_MS, key, expected])
+        result = await self._script(_DELETE, self._keys(key), [reason, _TOMBSTONE_TTL_MS, key, expected])
         if isinstance(result, list):
             assert expected_revision is not None
             raise self._conflict(result, expected_revision)
@@ -333,8 +358,8 @@ class RedisStateStore(StateStore):
                 stale = [m.decode() for m in await self.client.zrangebyscore(f"{bucket}lru", 0, cutoff)]
                 gone = [m for m in stale if not await self.client.exists(f"{bucket}s:{m}")]
                 for member in gone:
-                    await self.client.zrem(f"{bucket}lru", member)
-                    await self.client.zrem(self._keys(member)[3], member)
+                    for index in self._keys(member)[2:]:
+                        await self.client.zrem(index, member)
                 trimmed += len(gone)
             self.copies.drop_idle(time.time() - self.idle_timeout)
         self.active = sum(await self._per_bucket_values("zcard", "lru"))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
+from seqserve.sessions.keys import owner_of_key
 from seqserve.sessions.state import SessionState
 
 # How many gone sessions are remembered to explain why they are gone.
@@ -78,11 +79,18 @@ class SessionLimits:
     """Bounds on the sessions of one model (from its config.yaml), besides the server-wide ones.
 
     None means no bound of the model's own; `idle_timeout` None means the server's.
+
+    With API keys on (the session key names its owner: `seqserve.sessions.manager.session_key`), a
+    new session may evict only a session of its own key: at `max_per_owner` its key's least recently
+    used idle session goes; at the server's or its model's maximum it is refused, however idle other
+    keys' sessions are, so a flood from one key cannot push out another's.
     """
 
     max_sessions: int | None = None
     max_bytes: int | None = None
     idle_timeout: float | None = None
+    # With API keys on: the sessions one key may hold, over every model (its share of the server).
+    max_per_owner: int | None = None
 
 
 class _Pool:
@@ -104,11 +112,12 @@ class _Pool:
 
 class MemoryStateStore(StateStore):
     """A bounded in-process store: at most `max_sessions` sessions and `max_bytes` of state, and
-    per model whatever its `SessionLimits` say.
+    per model and per API key whatever its `SessionLimits` say.
 
     When full, the least recently used session (of the model, or of the server) is evicted if it
     has been idle at least `eviction_grace` seconds; otherwise the new session is refused, so a
-    flood of new sessions cannot push out streams that are in use.
+    flood of new sessions cannot push out streams that are in use. With API keys, only a session of
+    the same key (`SessionLimits`).
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class MemoryStateStore(StateStore):
         self.eviction_grace = eviction_grace
         self._all = _Pool("the server", max_sessions, max_bytes, idle_timeout)
         self._models: dict[str, _Pool] = {}
+        self._owners: dict[str, _Pool] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._per_version: Counter[tuple[str, int]] = Counter()
         self.evictions = 0
@@ -156,14 +166,18 @@ class MemoryStateStore(StateStore):
             if current.revision != expected_revision:
                 self.events.conflict()
                 raise SessionConflict(concurrent_write(current.revision, expected_revision), current.generation)
-        pool = self._model_pool(state.model, limits or SessionLimits())
+        limits = limits or SessionLimits()
+        pool = self._model_pool(state.model, limits)
+        owner = owner_of_key(key)
+        pools = (pool, self._all) if owner is None else (self._owner_pool(owner, limits), pool, self._all)
         old_bytes = current.nbytes if current is not None else 0
         extra = state.nbytes - old_bytes
-        for bounds in (pool, self._all):
-            self._make_room(bounds, key, extra, is_new=current is None)
+        for bounds in pools:
+            # With an owner, only its own pool may evict: the others hold other keys' sessions.
+            self._make_room(bounds, key, extra, is_new=current is None, may_evict=owner is None or bounds is pools[0])
         state.revision = (current.revision if current is not None else 0) + 1
         state.last_used = time.time()
-        for bounds in (pool, self._all):
+        for bounds in pools:
             bounds.sessions[key] = state
             bounds.sessions.move_to_end(key)
             bounds.bytes += extra
@@ -218,7 +232,14 @@ class MemoryStateStore(StateStore):
         pool.idle_timeout = self.idle_timeout if limits.idle_timeout is None else limits.idle_timeout
         return pool
 
-    def _make_room(self, pool: _Pool, key: str, extra_bytes: int, is_new: bool) -> None:
+    def _owner_pool(self, owner: str, limits: SessionLimits) -> _Pool:
+        pool = self._owners.get(owner)
+        if pool is None:
+            pool = self._owners[owner] = _Pool(f"API key '{owner}'", None, None, self.idle_timeout)
+        pool.max_sessions = limits.max_per_owner  # the share changes with the number of keys
+        return pool
+
+    def _make_room(self, pool: _Pool, key: str, extra_bytes: int, is_new: bool, may_evict: bool = True) -> None:
         if pool.max_bytes is not None and extra_bytes > pool.max_bytes:
             raise LimitExceeded(
                 f"session state of {extra_bytes} bytes exceeds the {pool.max_bytes} bytes allowed for {pool.what}"
@@ -226,7 +247,11 @@ class MemoryStateStore(StateStore):
         while pool.full(extra_bytes, is_new):
             now = time.time()
             oldest_key, oldest = next(((k, s) for k, s in pool.sessions.items() if k != key), (None, None))
-            if oldest_key is None or oldest is None or now - oldest.last_used < self.eviction_grace:
+            if oldest_key is not None and oldest is not None and not may_evict and pool.expired(oldest, now):
+                self._drop(oldest_key, f"expired after {pool.idle_timeout:g} s idle")
+                self.expiries += 1
+                continue
+            if not may_evict or oldest_key is None or oldest is None or now - oldest.last_used < self.eviction_grace:
                 raise LimitExceeded(
                     f"{pool.what} holds its maximum of sessions ({len(pool.sessions)}, {pool.bytes} state bytes) "
                     "and none has been idle long enough to evict; retry later or end unused sessions"
@@ -237,9 +262,10 @@ class MemoryStateStore(StateStore):
     def _drop(self, key: str, reason: str) -> None:
         state = self._all.sessions.pop(key)
         self._all.bytes -= state.nbytes
-        pool = self._models[state.model]
-        del pool.sessions[key]
-        pool.bytes -= state.nbytes
+        owner = owner_of_key(key)
+        for pool in (self._models[state.model], *([] if owner is None else [self._owners[owner]])):
+            del pool.sessions[key]
+            pool.bytes -= state.nbytes
         self._uncount(state)
         self._gone[key] = reason
         if len(self._gone) > _TOMBSTONES:
