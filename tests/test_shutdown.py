@@ -52,7 +52,9 @@ def _exit_status(server: RunningServer, timeout: float) -> int:
 
 async def test_sigterm_ends_streams_at_a_boundary_finishes_requests_and_exits_0(store: Path, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 3)).astype(np.float32)
-    with running_server(store, "--log-level", "info", env={"SEQSERVE_SHUTDOWN_GRACE": "5"}, log_dir=tmp_path) as server:
+    # The long request is over the default request limits on purpose: it must keep ORT busy.
+    env = {"SEQSERVE_SHUTDOWN_GRACE": "5", "SEQSERVE_MAX_TIMESTEPS_PER_REQUEST": str(LONG_STEPS)}
+    with running_server(store, "--log-level", "info", env=env, log_dir=tmp_path) as server:
         async with grpc.aio.insecure_channel(server.grpc_url) as channel:
             stub = GRPCInferenceServiceStub(channel)
             requests: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seqserve.errors import Unauthenticated
+from seqserve.rate import PerKeyRate
 from seqserve.sessions.stores import SessionLimits
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def grpc_method_kind(method: str) -> str | None:
 class Authenticator:
     """Who a request comes from, for every front end: None with authentication off or on an open
     endpoint, the caller's name otherwise (Unauthenticated without a valid key). And how many
-    sessions a caller may hold (`limits`)."""
+    sessions a caller may hold (`limits`) and start (`admit_new_session`)."""
 
     def __init__(
         self,
@@ -168,11 +169,18 @@ class Authenticator:
         open_to_anyone: frozenset[str] = frozenset(),
         max_sessions: int = 100_000,
         max_sessions_per_key: int = 0,
+        session_creations_per_key: float = 0.0,
     ) -> None:
         self.keys = keys
         self.open_to_anyone = open_to_anyone
         self.max_sessions = max_sessions
         self.max_sessions_per_key = max_sessions_per_key
+        self.creations = PerKeyRate("starts sequences or creates sessions", session_creations_per_key)
+
+    def admit_new_session(self, owner: str | None) -> None:
+        """A sequence start or a session creation by `owner`: LimitExceeded past its key's rate."""
+        if owner is not None:
+            self.creations.take(owner)
 
     def limits(self, limits: SessionLimits, owner: str | None) -> SessionLimits:
         """A model's session limits, with the caller's share when there is a caller: the setting, or

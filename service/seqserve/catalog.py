@@ -22,10 +22,11 @@ class Catalog:
         return True
 
     def ready(self) -> bool:
-        """Ready when not shutting down and every model in the store has at least one ready version."""
-        if self.stopping:
-            return False
-        return all(any(mv.ready for mv in self.store.versions(name)) for name in self.store.names())
+        """Ready unless shutting down. The store's first scan ends before the servers start, and a
+        model that cannot serve says so itself (its ready endpoint, 503s naming the reason): one
+        model's broken file must not take every model of the replica out of service (Triton's
+        `--strict-readiness=false`)."""
+        return not self.stopping
 
     def server_metadata(self) -> dict[str, object]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}

@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from seqserve.auth import KeyFileError
-    from seqserve.config import Settings
+    from seqserve.config import Settings, explain
     from seqserve.server import serve
 
     # Flags given on the command line win over SEQSERVE_* variables, which win over files in the
@@ -47,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides, _secrets_dir=secrets)
     except ValidationError as e:
-        problems = "; ".join(f"SEQSERVE_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        problems = explain(e, Settings.model_fields, label=lambda name: f"SEQSERVE_{name.upper()}")
         raise InvalidInput(f"invalid settings: {problems}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

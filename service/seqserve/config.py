@@ -8,10 +8,12 @@ merges the two, once per change of the file).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -29,16 +31,19 @@ class ModelDefaults(BaseModel):
     batching: bool = Field(
         True, description="Gather concurrent requests and sequence steps of a model into one ORT run."
     )
-    max_batch_size: int = Field(64, ge=1, description="Most samples (batch rows) in one batched run.")
+    max_batch_size: int = Field(64, ge=1, le=65_536, description="Most samples (batch rows) in one batched run.")
+    # Delays are bounded to seconds: a batch that waits longer only hangs its requests.
     max_queue_delay: float = Field(
         0.0,
         ge=0,
+        le=5,
         description="Seconds a batch waits for more stateless requests after its first arrived. 0 batches what "
         "is already waiting (requests pile up while the previous batch runs), adding no latency when idle.",
     )
     sequence_batch_delay: float = Field(
         0.002,
         ge=0,
+        le=5,
         description="Seconds a batch of sequence steps waits, at most, for the next steps of the other sessions "
         "that are streaming (stepped in the last 0.1 s); it closes as soon as they are all in, so a lone stream "
         "never waits. 0 batches what is already waiting.",
@@ -52,13 +57,38 @@ class ModelDefaults(BaseModel):
     inline_max_elements: int = Field(
         16384,
         ge=0,
+        le=1 << 30,
         description="With batching off: requests whose tensors (inputs and states) hold at most this many "
         "elements run on the event loop itself, larger ones on a compute thread; handing a tiny step to a "
         "thread costs more than running it. 0 sends every request to a thread. Batched runs follow "
         "`batch_compute` instead.",
     )
+    max_queue_size: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Requests of a model that may wait for their run at once (sequence steps included); more "
+        "are refused with 503 / UNAVAILABLE and Retry-After, so a flood answers at once instead of piling up.",
+    )
     max_sequence_idle: float = Field(
-        300.0, ge=0, description="Seconds a sequence may stay idle before its state is dropped (0 = never)."
+        300.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds a sequence may stay idle before its state is dropped (0 = never; at most a week).",
+    )
+    max_timesteps_per_request: int = Field(
+        100_000,
+        ge=1,
+        le=100_000_000,
+        description="Most timesteps (the second dimension of a sequence input) one request may carry; more is "
+        "400 / INVALID_ARGUMENT. Send a long sequence as a sequence of chunks instead.",
+    )
+    max_elements_per_request: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        le=1 << 31,
+        description="Most elements (numbers or strings) one request's input tensors may hold together, states "
+        "given at a sequence start included; more is 400 / INVALID_ARGUMENT.",
     )
 
 
@@ -87,21 +117,72 @@ class Settings(BaseSettings, ModelDefaults):
     intra_op_threads: int = Field(
         1,
         ge=0,
+        le=1024,
         description="ONNX Runtime intra-op threads per model (0 = ORT default). One is the default because "
         "spinning ORT workers starve the event loop on small machines; raise it for long sequences.",
     )
-    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads per model (0 = ORT default).")
+    inter_op_threads: int = Field(
+        1, ge=0, le=1024, description="ONNX Runtime inter-op threads per model (0 = ORT default)."
+    )
     allow_spinning: bool = Field(False, description="Let ORT worker threads spin while waiting for work.")
     max_request_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, description="Largest accepted request body (HTTP 413 above)."
+        64 * 1024 * 1024, ge=1, le=(2 << 30) - 1, description="Largest accepted request body (HTTP 413 above)."
+    )
+    max_inputs_per_request: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Most tensors (inputs, and states given at a sequence start or to the session API) in one "
+        "request; counted before any is decoded. More is 400 / INVALID_ARGUMENT.",
+    )
+    max_sequence_id_length: int = Field(
+        256,
+        ge=1,
+        le=65_536,
+        description="Longest string `sequence_id` (characters) a request may use; longer is 400 / INVALID_ARGUMENT. "
+        "Errors and logs show at most the first 32 characters of any id.",
+    )
+    # Transport limits: what one client may hold of the server's connections and time.
+    header_read_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a REST client has to send a request's headers, from the moment its connection opens "
+        "(or its next request begins); then 408 and the connection is closed.",
+    )
+    body_read_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a REST client has to send a whole request body, from the end of its headers; then 408 "
+        "(or, if the answer has gone out already, the connection is closed). Bounds slow uploads: at the default "
+        "size limit, 60 s asks for about 1 MB/s.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="REST connections open at once; a request on a connection beyond it is answered 503 with "
+        "Retry-After and the connection closed (health checks are still answered). 0 = no bound.",
+    )
+    max_concurrent_rpcs: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="gRPC calls in progress at once, each open stream counting as one; one more is refused with "
+        "RESOURCE_EXHAUSTED. 0 = no bound.",
     )
     store_poll_seconds: float = Field(
-        2.0, ge=0, description="How often the store directory is re-scanned for added or removed versions (0 = never)."
+        2.0,
+        ge=0,
+        le=3600,
+        description="How often the store directory is re-scanned for added or removed versions (0 = never).",
     )
     warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
     shutdown_grace: float = Field(
         10.0,
         ge=0,
+        le=3600,
         description="On SIGTERM: readiness turns false and new connections and calls are refused at once; requests "
         "in flight and open streams have this many seconds to finish (streams end at their next request "
         "boundary), then the server exits 0. Keep it below Kubernetes' terminationGracePeriodSeconds.",
@@ -128,16 +209,27 @@ class Settings(BaseSettings, ModelDefaults):
     session_copies: int = Field(
         10_000,
         ge=0,
+        le=100_000_000,
         description="With Redis: sessions whose latest state a replica keeps, so that a continuing step reads "
         "nothing (a stale copy is detected by the save and the step applied again to the stored state).",
     )
     session_store_timeout: float = Field(
         5.0,
         gt=0,
+        le=60,
         description="Seconds a call to the Redis session store may take; past it the request fails with 503 / "
         "UNAVAILABLE (retryable) and the server goes on.",
     )
-    max_sessions: int = Field(100_000, ge=1, description="Most sessions held at once, over every model.")
+    max_sessions: int = Field(
+        100_000, ge=1, le=1_000_000_000, description="Most sessions held at once, over every model."
+    )
+    session_creations_per_key: float = Field(
+        50.0,
+        ge=0,
+        le=1_000_000,
+        description="With API keys on: sequence starts and session creations one key may make per second, on each "
+        "replica (bursts of as many); past it 429 with Retry-After. 0 = no bound.",
+    )
     max_sessions_per_key: int = Field(
         0,
         ge=0,
@@ -149,17 +241,19 @@ class Settings(BaseSettings, ModelDefaults):
     max_session_bytes: int = Field(
         1 << 30,
         ge=1,
+        le=1 << 40,
         description="Most bytes of session state held at once, over every model: the memory store's sessions, or "
         "with Redis this replica's copies of them.",
     )
     session_eviction_grace: float = Field(
         5.0,
         ge=0,
+        le=24 * 3600,
         description="When full, the least recently used session is evicted only if idle this many seconds; "
         "otherwise a new session is refused, so a flood of new sessions cannot push out active streams.",
     )
     max_pending_per_session: int = Field(
-        16, ge=1, description="Requests of one session that may wait for their turn; more are refused."
+        16, ge=1, le=10_000, description="Requests of one session that may wait for their turn; more are refused."
     )
 
     @field_validator("sessions")
@@ -190,3 +284,32 @@ class Settings(BaseSettings, ModelDefaults):
         if not isinstance(logging.getLevelName(value.upper()), int):
             raise ValueError(f"expected debug, info, warning, error or critical, not {value!r}")
         return value
+
+
+def explain(error: ValidationError, fields: dict[str, FieldInfo], label: Callable[[str], str] = str) -> str:
+    """A validation error as one line: each problem names the setting (as `label` spells it), what was
+    wrong, and for a number its allowed range, e.g. `max_queue_delay: ... (allowed: 0 to 5), got inf`."""
+    problems = []
+    for err in error.errors():
+        name = ".".join(map(str, err["loc"]))
+        text = f"{label(name)}: {err['msg']}"
+        field = fields.get(str(err["loc"][0])) if err["loc"] else None
+        if field is not None and (bounds := allowed_range(field)):
+            text += f" (allowed: {bounds})"
+        if err["type"] != "extra_forbidden" and "input" in err:
+            given = repr(err["input"])
+            text += f", got {given[:40] + '...' if len(given) > 40 else given}"
+        problems.append(text)
+    return "; ".join(problems)
+
+
+def allowed_range(field: FieldInfo) -> str:
+    """`0 to 5`, `above 0 to 60`: a number field's bounds as declared, or '' for a field without any."""
+    low = high = ""
+    for bound in field.metadata:
+        for attribute, words in (("ge", "{}"), ("gt", "above {}"), ("le", "{}"), ("lt", "below {}")):
+            value = getattr(bound, attribute, None)
+            if value is not None:
+                text = words.format(f"{value:g}" if isinstance(value, float) else value)
+                low, high = (text, high) if attribute in ("ge", "gt") else (low, text)
+    return f"{low} to {high}" if low and high else ""

@@ -21,20 +21,32 @@ from seqserve.inference import InferRequest, InferResponse, Tensor
 from seqserve.metrics import Metrics
 from seqserve.runner import ModelRunner
 from seqserve.session_api import SessionApi
-from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
+from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl, shown_id
 from seqserve.sessions.keys import session_key
 from seqserve.sessions.manager import SessionManager
 from seqserve.sessions.steps import Arrays, SequenceStep, StaleCopy
 from seqserve.store.model_store import ModelStore
 from seqserve.store.signature import TensorSpec
-from seqserve.validation import require_stateful, select_outputs, split_state_inputs, validate_inputs
+from seqserve.validation import (
+    RequestLimits,
+    check_request_size,
+    require_stateful,
+    select_outputs,
+    split_state_inputs,
+    validate_inputs,
+)
 
 log = logging.getLogger(__name__)
 
 
 class DataPlane:
     def __init__(
-        self, store: ModelStore, sessions: SessionManager, metrics: Metrics, auth: Authenticator | None = None
+        self,
+        store: ModelStore,
+        sessions: SessionManager,
+        metrics: Metrics,
+        auth: Authenticator | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.store = store
         self.sessions = sessions
@@ -44,6 +56,8 @@ class DataPlane:
         self.metrics.watch_sessions(self.sessions.store)
         self.catalog = Catalog(store)
         self.session_api = SessionApi(store, sessions, self.auth)
+        # Bounds every front end applies to a request before decoding it, and this before using it.
+        self.limits = limits or RequestLimits()
 
     async def close(self) -> None:
         self.store.close()
@@ -52,13 +66,14 @@ class DataPlane:
     async def infer(self, request: InferRequest) -> InferResponse:
         started = time.perf_counter()
         try:
-            control = SequenceControl.from_parameters(request.parameters)
+            self.limits.check_tensor_count(len(request.inputs))
+            control = SequenceControl.from_parameters(request.parameters, self.limits.max_sequence_id_length)
             if control is None:
                 response = await self._infer_stateless(request)
             else:
                 response = await self._infer_sequence(request, control)
         except SeqserveError as e:
-            log.info("request %s to model %s failed: %s", request.id or "-", request.model_name, e)
+            log.info("request %s to model %s failed: %s", shown_id(request.id or "-"), request.model_name, e)
             # Only versions the store knows get labels: a client must not be able to mint metric series.
             try:
                 known = self.store.find(request.model_name, request.model_version)
@@ -76,6 +91,7 @@ class DataPlane:
     async def _infer_stateless(self, request: InferRequest) -> InferResponse:
         runner: ModelRunner = self.store.get_ready(request.model_name, request.model_version).runner
         signature = runner.signature
+        check_request_size(runner.name, signature, request.inputs, runner.settings)
         feeds, batch_size = validate_inputs(signature, runner.name, request.inputs)
         wanted = select_outputs(signature, runner.name, request)
         feeds.update(runner.zero_states(batch_size))
@@ -85,6 +101,8 @@ class DataPlane:
     async def _infer_sequence(self, request: InferRequest, control: SequenceControl) -> InferResponse:
         """One step of a sequence, in the phases of `seqserve.sessions.steps`."""
         key = session_key(request.model_name, control.id, request.owner)
+        if control.start:
+            self.auth.admit_new_session(request.owner)
         async with self.sessions.exclusive(key, control):
             try:
                 return await self._apply_step(request, control, key, fresh=False)
@@ -113,6 +131,7 @@ class DataPlane:
         signature = runner.signature
         require_stateful(signature, name)
         wanted = select_outputs(signature, name, request)
+        check_request_size(name, signature, request.inputs, runner.settings)
         stored = step.replay(request.inputs)
         if stored is not None:
             return _response(runner, request, wanted, stored, step=step.replayed_step)

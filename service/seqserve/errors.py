@@ -17,9 +17,12 @@ class SeqserveError(Exception):
     # The name of a grpc.StatusCode member.
     grpc_status: str = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds after which the same request may succeed (a refusal that will pass): REST sends
+        # it as `Retry-After`.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message
@@ -44,6 +47,10 @@ class ModelNotReady(SeqserveError):
 
     http_status = HTTPStatus.SERVICE_UNAVAILABLE
     grpc_status = "UNAVAILABLE"
+
+
+class QueueFull(ModelNotReady):
+    """The model's queue of waiting requests is at its bound (`max_queue_size`); retry shortly."""
 
 
 class StoreUnavailable(SeqserveError):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from seqserve.batching.batcher import Batcher, BatchStats, Feeds, batchable
+from seqserve.batching.batcher import Batcher, BatchStats, Feeds, batchable, long_run
 from seqserve.batching.direct import DirectRuns
 from seqserve.config import ModelDefaults, Settings
-from seqserve.errors import ModelNotReady
+from seqserve.errors import ModelNotReady, QueueFull
 from seqserve.metrics import Metrics
 from seqserve.runtime.providers import resolve_providers
 from seqserve.runtime.session import OrtModel, session_options
@@ -45,6 +45,8 @@ class ModelRunner:
             metrics.placement(name, str(version), model.placement.counts())
         self._scheduler: Scheduler | None = None
         self._closed = False
+        self._time_inputs = [t.name for t in model.signature.inputs if len(t.shape) > 1 and t.shape[1] < 0]
+        self._in_flight = 0  # requests admitted to the scheduler and not answered yet (`max_queue_size`)
         self.configure(config)
 
     @property
@@ -78,13 +80,14 @@ class ModelRunner:
 
         s = self.settings
         return Batcher(
-            self.model.run,
+            self._run,
             compute_thread,
             max_batch_size=s.max_batch_size,
             max_queue_delay=s.max_queue_delay,
             sequence_batch_delay=s.sequence_batch_delay,
             on_batch=observe,
             name=f"batch-{self.name}",
+            timesteps=self._timesteps,
         )
 
     def _direct(self) -> DirectRuns:
@@ -95,7 +98,22 @@ class ModelRunner:
                 queue_seconds.observe(waited)
             compute_seconds.observe(computing)
 
-        return DirectRuns(self.model.run, self.settings.inline_max_elements, observe, name=f"compute-{self.name}")
+        return DirectRuns(
+            self._run,
+            self.settings.inline_max_elements,
+            observe,
+            name=f"compute-{self.name}",
+            timesteps=self._timesteps,
+        )
+
+    def _run(self, feeds: Feeds) -> Feeds:
+        # A long run hands the memory it grew ONNX Runtime's arena by back when it ends.
+        return self.model.run(feeds, release_memory=long_run(feeds, self._timesteps))
+
+    def _timesteps(self, feeds: Feeds) -> int:
+        """The timesteps a request carries: the longest second dimension among inputs whose signature
+        leaves it free (a sequence input); 1 for a model without one. What a run's time grows with."""
+        return max((int(feeds[name].shape[1]) for name in self._time_inputs if name in feeds), default=1)
 
     async def run(self, feeds: Feeds, session: str | None = None, ends: bool = False) -> Feeds:
         """Runs the model on `feeds` (inputs and states). `session` and `ends` tell a batcher which
@@ -103,7 +121,19 @@ class ModelRunner:
         scheduler = self._scheduler
         if self._closed or scheduler is None:
             raise ModelNotReady(f"model '{self.name}' version {self.version} was unloaded; send the request again")
-        return await scheduler.run(feeds, session, ends)
+        bound = self.settings.max_queue_size
+        if self._in_flight >= bound:
+            raise QueueFull(
+                f"model '{self.name}' has {self._in_flight} requests waiting or running, its max_queue_size; "
+                "send the request again shortly",
+                retry_after=1.0,
+            )
+        # Counted on the event loop only, so no lock: admitted here, released when the run answers.
+        self._in_flight += 1
+        try:
+            return await scheduler.run(feeds, session, ends)
+        finally:
+            self._in_flight -= 1
 
     def zero_states(self, batch_size: int) -> dict[str, np.ndarray]:
         return self.model.zero_states(batch_size)

@@ -18,6 +18,8 @@ from seqserve.runner import RunnerFactory
 from seqserve.sessions.manager import SessionManager
 from seqserve.sessions.stores import MemoryStateStore, StateStore
 from seqserve.store.model_store import ModelStore
+from seqserve.throttled_log import ThrottledLog
+from seqserve.validation import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,14 @@ def build_dataplane(settings: Settings) -> DataPlane:
     )
     store.scan()
     keys = None if settings.api_keys_file is None else ApiKeys(settings.api_keys_file)
-    auth = Authenticator(keys, settings.open_to_anyone, settings.max_sessions, settings.max_sessions_per_key)
-    return DataPlane(store, sessions, metrics, auth)
+    auth = Authenticator(
+        keys,
+        settings.open_to_anyone,
+        settings.max_sessions,
+        settings.max_sessions_per_key,
+        settings.session_creations_per_key,
+    )
+    return DataPlane(store, sessions, metrics, auth, RequestLimits.from_settings(settings))
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:
@@ -73,12 +81,15 @@ async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:
 
 
 async def _follow_store(dataplane: DataPlane, every: float) -> None:
+    # A failure that lasts (out of file descriptors, an unmounted volume) fails every scan: its
+    # traceback once a minute is enough.
+    failed = ThrottledLog(log, logging.ERROR, interval=60)
     while True:
         await asyncio.sleep(every)
         try:
             await asyncio.to_thread(dataplane.store.scan)
         except Exception:  # a scan that fails now may succeed next time; never stop following
-            log.exception("rescanning the model store failed")
+            failed("rescanning the model store failed", exc_info=True)
 
 
 async def serve(settings: Settings) -> None:

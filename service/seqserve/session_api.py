@@ -21,7 +21,7 @@ from seqserve.sessions.manager import SessionManager
 from seqserve.sessions.state import SessionState, new_generation
 from seqserve.sessions.steps import load_record
 from seqserve.store.model_store import ModelStore
-from seqserve.validation import require_stateful, validate_states
+from seqserve.validation import check_request_size, require_stateful, validate_states
 
 
 class SessionApi:
@@ -40,6 +40,7 @@ class SessionApi:
         """
         runner: ModelRunner = self.store.get_ready(model, version).runner
         require_stateful(runner.signature, model)
+        self.auth.admit_new_session(owner)
         session_id = secrets.token_hex(16)
         state = _record(runner, states, step=0)
         limits = self.auth.limits(runner.limits, owner)
@@ -82,6 +83,7 @@ def _record(runner: ModelRunner, given: Sequence[Tensor], step: int) -> SessionS
         return SessionState(
             model=name, version=version, batch_size=0, states={}, step=step, generation=new_generation()
         )
+    check_request_size(name, signature, given, runner.settings)
     by_name = {}
     for tensor in given:
         if tensor.name in by_name:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from seqserve.auth import ApiKeys, Authenticator, KeyFileError, grpc_method_kind, read_keys, rest_endpoint_kind
-from seqserve.errors import Unauthenticated
+from seqserve.errors import LimitExceeded, Unauthenticated
+from seqserve.rate import PerKeyRate
 
 ALICE, BOB, CAROL = "alice-0123456789abcdef", "bob-0123456789abcdef0", "carol-0123456789abcdef"
 
@@ -128,3 +129,17 @@ def test_open_endpoints_need_no_key_and_closed_ones_do(tmp_path: Path) -> None:
         auth.caller("metrics", None)
     assert auth.caller(None, f"Bearer {ALICE}") == "alice"
     assert Authenticator().caller(None, None) is None  # off
+
+
+def test_a_keys_rate_refuses_past_its_burst_says_when_to_retry_and_leaves_other_keys_alone() -> None:
+    now = [0.0]
+    rate = PerKeyRate("starts sequences", per_second=2, clock=lambda: now[0])
+    rate.take("alice")
+    rate.take("alice")
+    with pytest.raises(LimitExceeded, match="API key 'alice' starts sequences faster than 2 per second") as refused:
+        rate.take("alice")
+    assert refused.value.retry_after == pytest.approx(0.5)
+    rate.take("bob")  # a bucket per key
+    now[0] = 0.5
+    rate.take("alice")  # refilled at 2 per second
+    PerKeyRate("x", per_second=0).take("alice")  # 0: no bound

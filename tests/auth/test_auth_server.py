@@ -163,6 +163,23 @@ def test_a_flood_of_new_sessions_from_one_key_never_evicts_another_keys_idle_ses
         assert _post(server, _step_body(x[:, 1:2], 30), ALICE).status_code == 200
 
 
+def test_starting_sequences_faster_than_a_keys_rate_is_429_with_retry_after(store: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{ALICE}\nbob:{BOB}\n")
+    env = {"SEQSERVE_API_KEYS_FILE": str(keys), "SEQSERVE_SESSION_CREATIONS_PER_KEY": "3"}
+    x = _x(11)
+    with running_server(store, env=env, log_dir=tmp_path) as server:
+        answers = [_post(server, _step_body(x[:, :1], k, sequence_start=True), ALICE) for k in range(1, 11)]
+        refused = [a for a in answers if a.status_code == 429]
+        assert refused and all(a.status_code in (200, 429) for a in answers)
+        assert int(refused[0].headers["retry-after"]) >= 1
+        assert "faster than 3 per second" in refused[0].json()["error"]
+        sessions = f"http://{server.http_url}/v2/models/lstm/sessions"
+        assert httpx.post(sessions, headers=_bearer(ALICE), timeout=TIMEOUT).status_code == 429
+        assert _post(server, _step_body(x[:, :1], 1, sequence_start=True), BOB).status_code == 200  # bob's own rate
+        assert _post(server, _step_body(x[:, 1:2], 1), ALICE).status_code == 200  # continuing is not starting
+
+
 # -- gRPC ------------------------------------------------------------------------------------------
 
 

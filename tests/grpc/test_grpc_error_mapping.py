@@ -34,6 +34,7 @@ from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceSt
 from seqserve.grpc.server import create_grpc_server
 from seqserve.grpc.status import grpc_code
 from seqserve.inference import InferRequest, InferResponse, Tensor
+from seqserve.validation import RequestLimits
 
 
 class FailingDataPlane:
@@ -49,6 +50,7 @@ class FailingDataPlane:
     }
 
     auth = Authenticator()  # off
+    limits = RequestLimits()
 
     @property
     def catalog(self) -> FailingDataPlane:  # health and readiness answers live here too

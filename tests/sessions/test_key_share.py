@@ -4,6 +4,7 @@ server's maximum it is refused, never paid for with another key's idle session. 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -37,8 +38,8 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[type]:
         await store.close()
 
 
-def _state() -> SessionState:
-    return SessionState(model="m", version=1, batch_size=1, states={"h": np.zeros((1, 2), np.float32)})
+def _state(model: str = "m") -> SessionState:
+    return SessionState(model=model, version=1, batch_size=1, states={"h": np.zeros((1, 2), np.float32)})
 
 
 async def _create(store: StateStore, owner: str, k: int, share: int) -> None:
@@ -83,3 +84,20 @@ async def test_without_keys_the_least_recently_used_session_goes_as_before(make_
     for k in range(3):
         await store.save(session_key("m", k), _state(), None)
     assert [await _alive(store, None, k) for k in range(3)] == [False, True, True]  # type: ignore[arg-type]
+
+
+async def test_sessions_that_expired_by_their_models_idle_timeout_leave_the_active_count(
+    make_store,  # type: ignore[no-untyped-def]
+) -> None:
+    """A model's idle timeout shorter than the server's: once its sessions have expired, a sweep
+    no longer counts them (with Redis, their LRU entries outlived them until the server's timeout)."""
+    store = make_store(max_sessions=100)
+    short = SessionLimits(idle_timeout=0.2)
+    for k in range(3):
+        await store.save(session_key("m", k), _state(), None, short)
+    await store.save(session_key("n", 1), _state("n"), None)  # the server's 300 s
+    await store.sweep()
+    assert await store.count() == 4
+    await asyncio.sleep(0.5)
+    await store.sweep()
+    assert await store.count() == 1

@@ -107,8 +107,8 @@ def test_a_broken_config_yaml_makes_the_model_unavailable_until_fixed(tmp_path: 
     config.write_text("max_batch_size: 0\nmax_sessoins: 3\n")
     store = ModelStore(tmp_path, _loader)
     store.scan()
-    with pytest.raises(ModelNotReady, match=r"config.yaml: max_batch_size: Input should be greater than or equal to 1; "
-                       r"max_sessoins: Extra inputs are not permitted"):  # fmt: skip
+    with pytest.raises(ModelNotReady, match=r"config.yaml: max_batch_size: Input should be greater than or equal to 1 "
+                       r"\(allowed: 1 to 65536\), got 0; max_sessoins: Extra inputs are not permitted"):  # fmt: skip
         store.get_ready("m")
     config.write_text("max_batch_size: 8\nmax_sequence_idle: 30\n")
     store.scan()

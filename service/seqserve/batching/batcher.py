@@ -10,7 +10,8 @@ only a stream that stops without ending costs its neighbours the delay, for ACTI
 
 The batch is grouped into runs whose tensors agree on every dimension but the batch; each group's
 inputs and recurrent states are concatenated along the batch axis, run by ONNX Runtime once, and
-its outputs and new states sliced back onto the futures. A failed run fails every future in it.
+its outputs and new states sliced back onto the futures. A failed run is run again in halves until
+the requests that fail are alone, so each fails with its own error and the others succeed.
 
 Where the run happens is the caller's choice: on a compute thread of the batcher's own, so the
 event loop keeps serving the network while ORT works, or on the event loop itself. On a machine
@@ -31,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -46,11 +49,29 @@ log = logging.getLogger(__name__)
 
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
+# How many timesteps a request's feeds carry (1 for a model without a time axis).
+TimestepsFn = Callable[[Feeds], int]
+
+# A run longer than this many timesteps, or holding more elements, is long: it runs on a thread of
+# its own, so that neither the event loop (health probes, other clients) nor the batches after it
+# wait for it. Streamed steps (one timestep, or a few) stay where `compute_thread` says.
+LONG_RUN_TIMESTEPS = 16
+LONG_RUN_ELEMENTS = 1 << 20
+# Long runs of one model version at once; more wait for a thread (the queue is bounded by the
+# runner's max_queue_size).
+LONG_RUN_THREADS = 2
 
 # A session counts as streaming, and a batch waits (up to sequence_batch_delay) for its next step, while
 # its last step is at most this old. A slower client is not waited for; nor is one that went away
 # without ending its sequence, for longer than this.
 ACTIVE_WINDOW = 0.1
+
+
+def long_run(feeds: Feeds, timesteps: TimestepsFn | None) -> bool:
+    """Whether a run over `feeds` is long (LONG_RUN_TIMESTEPS, LONG_RUN_ELEMENTS)."""
+    if timesteps is not None and timesteps(feeds) > LONG_RUN_TIMESTEPS:
+        return True
+    return sum(value.size for value in feeds.values()) > LONG_RUN_ELEMENTS
 
 
 def batchable(signature: Signature) -> bool:
@@ -63,10 +84,12 @@ class _Pending:
     """A queued run. Runs of equal `shape_key` (every tensor's name, dtype and non-batch dimensions)
     can be concatenated along the batch axis."""
 
-    __slots__ = ("feeds", "size", "future", "shape_key", "session", "ends", "queued")
+    __slots__ = ("feeds", "size", "future", "shape_key", "session", "ends", "queued", "long")
 
-    def __init__(self, feeds: Feeds, future: asyncio.Future[Feeds], session: str | None, ends: bool) -> None:
-        self.feeds, self.future, self.session, self.ends = feeds, future, session, ends
+    def __init__(
+        self, feeds: Feeds, future: asyncio.Future[Feeds], session: str | None, ends: bool, long: bool
+    ) -> None:
+        self.feeds, self.future, self.session, self.ends, self.long = feeds, future, session, ends, long
         self.size = int(next(iter(feeds.values())).shape[0])
         self.shape_key = tuple((name, value.shape[1:], value.dtype) for name, value in feeds.items())
         self.queued = time.perf_counter()
@@ -98,8 +121,13 @@ class Batcher:
         sequence_batch_delay: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
         name: str = "batch",
+        timesteps: TimestepsFn | None = None,
     ) -> None:
         self._run = run
+        self._name = name
+        self._timesteps = timesteps
+        self._long_executor: ThreadPoolExecutor | None = None  # made on the first long run
+        self._long_runs: set[asyncio.Task[None]] = set()
         # One compute thread: ORT runs one batch while the event loop gathers the next.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"seqserve-{name}") if compute_thread else None
         self.configure(max_batch_size, max_queue_delay, sequence_batch_delay)
@@ -141,8 +169,8 @@ class Batcher:
             self._waiting.clear()
             self._task = loop.create_task(self._serve(), name="seqserve-batcher")
         future: asyncio.Future[Feeds] = loop.create_future()
-        pending = _Pending(feeds, future, session, ends)
-        if session is not None:
+        pending = _Pending(feeds, future, session, ends, long_run(feeds, self._timesteps))
+        if session is not None and not pending.long:
             self._streaming[session] = pending.queued
             self._streaming.move_to_end(session)
             if self._idle and not self._waiting and self._streaming_sessions() == 1:
@@ -176,7 +204,7 @@ class Batcher:
             loop.call_soon_threadsafe(self._begin_close)
 
     async def wait_closed(self) -> None:
-        """Waits until a closed batcher's task has ended (for tests and orderly shutdown)."""
+        """Waits until a closed batcher's task (after its long runs) has ended (for tests and orderly shutdown)."""
         if self._task is not None and self._loop is asyncio.get_running_loop():
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -187,16 +215,21 @@ class Batcher:
             wakeup.set_result(None)  # the collector looks again, sees the queue empty and ends
 
     def _shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        # Runs already handed to a thread finish; then the threads end.
+        for executor in (self._executor, self._long_executor):
+            if executor is not None:
+                executor.shutdown(wait=False)
 
     async def _serve(self) -> None:
         try:
             while True:
                 batch = await self._collect()
-                if not batch:
-                    return  # closed, and nothing left to run
+                if not batch:  # closed, and nothing left to run but the long runs under way
+                    while self._long_runs:
+                        await asyncio.gather(*self._long_runs, return_exceptions=True)
+                    return
                 await self._run_batches(batch)
+                del batch  # waiting for the next one must not keep this one's tensors alive
         finally:
             self._shutdown()
 
@@ -205,7 +238,13 @@ class Batcher:
         for pending in batch:
             groups.setdefault(pending.shape_key, []).append(pending)
         for group in groups.values():
-            await self._run_group(group)
+            if any(pending.long for pending in group):
+                # Not awaited: the collector goes on gathering the next batches meanwhile.
+                task = asyncio.get_running_loop().create_task(self._run_group(group, long=True))
+                self._long_runs.add(task)
+                task.add_done_callback(self._long_runs.discard)
+            else:
+                await self._run_group(group)
 
     async def _collect(self) -> list[_Pending]:
         """The first waiting run, then more, until the batch is full or the wait is over (module docstring).
@@ -265,7 +304,7 @@ class Batcher:
             streaming.popitem(last=False)
         return len(streaming)
 
-    async def _run_group(self, group: list[_Pending]) -> None:
+    async def _run_group(self, group: list[_Pending], long: bool = False) -> None:
         for pending in group:
             if pending.ends and pending.session is not None:
                 self._streaming.pop(pending.session, None)  # the next batches do not wait for it
@@ -274,23 +313,43 @@ class Batcher:
             return
         started = time.perf_counter()
         try:
-            if self._executor is None:
+            if long:
+                if self._long_executor is None:
+                    self._long_executor = ThreadPoolExecutor(
+                        LONG_RUN_THREADS, thread_name_prefix=f"seqserve-long-{self._name}", initializer=_lower_priority
+                    )
+                parts = await asyncio.get_running_loop().run_in_executor(self._long_executor, self._run_batch, live)
+            elif self._executor is None:
                 parts = self._run_batch(live)
             else:
                 # Stacking, the run and the slicing all happen on the compute thread: the event loop
                 # only hands over the batch and completes the futures.
                 parts = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, live)
-        except Exception as e:
-            for pending in live:
-                if not pending.future.done():
-                    pending.future.set_exception(e)
-            return
+        except Exception as e:  # a failure outside the runs themselves (e.g. the thread pool is gone)
+            parts = [e] * len(live)
         self._record(len(live), sum(p.size for p in live), started)
         for pending, part in zip(live, parts, strict=True):
-            if not pending.future.done():
+            if pending.future.done():
+                continue
+            if isinstance(part, Exception):
+                pending.future.set_exception(part)
+            else:
                 pending.future.set_result(part)
 
-    def _run_batch(self, live: list[_Pending]) -> list[Feeds]:
+    def _run_batch(self, live: list[_Pending]) -> list[Feeds | Exception]:
+        """Each request's outputs, or the error that is its own: a batch that fails is run again in
+        halves, down to single requests, so one bad request among valid ones fails alone (a run is
+        pure: rerunning a session's step from the same states gives the same new states)."""
+        try:
+            return list(self._run_stacked(live))
+        except Exception as e:
+            if len(live) == 1:
+                return [e]
+            log.info("a batch of %d requests failed (%s); running them again in halves", len(live), e)
+        half = len(live) // 2
+        return self._run_batch(live[:half]) + self._run_batch(live[half:])
+
+    def _run_stacked(self, live: list[_Pending]) -> list[Feeds]:
         if len(live) == 1:
             return [self._run(live[0].feeds)]
         feeds = {name: np.concatenate([p.feeds[name] for p in live]) for name in live[0].feeds}
@@ -308,6 +367,13 @@ class Batcher:
         self.stats.record(requests, samples)
         if self._on_batch is not None:
             self._on_batch(requests, samples, time.perf_counter() - started)
+
+
+def _lower_priority() -> None:
+    """Long runs are background work: on a busy machine the event loop and short runs get the CPU
+    first (Linux: a thread's nice value is its own)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

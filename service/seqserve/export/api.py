@@ -104,6 +104,7 @@ def export_model(
             ),
         },
         parity=parity,
+        vocabulary_sizes=dict(built.vocabulary_sizes),
     )
 
     model_dir = Path(store) / name

@@ -80,6 +80,8 @@ class ConvertContext:
         self.target = target
         self.states: list[StateRecord] = []
         self.stateful_layers: list[str] = []
+        # Model inputs that are token ids of an Embedding -> the vocabulary size (`Signature.vocabulary_sizes`).
+        self.vocabulary_sizes: dict[str, int] = {}
         self.call_index = 0  # which call of the current layer is being converted
 
     @property
@@ -108,6 +110,16 @@ class ConvertContext:
                 raise self.error(layer, f"{label} has shape {tuple(w.shape)}, the config implies {tuple(shape)}")
             out.append(np.asarray(w, dtype=np.float32))
         return out
+
+    def token_ids(self, value: Value, vocabulary_size: int) -> None:
+        """Records that `value`, when it is a model input, holds ids below `vocabulary_size`."""
+        if value.name in self.model_input_names:
+            known = self.vocabulary_sizes.get(value.name, vocabulary_size)
+            self.vocabulary_sizes[value.name] = min(known, vocabulary_size)  # one input, several tables
+
+    @property
+    def model_input_names(self) -> set[str]:
+        return {ref.layer for ref in self.model.inputs}
 
     def _state_owner(self, layer: str) -> str:
         """A layer called more than once (shared weights) has one set of states per call:

@@ -4,7 +4,7 @@ registered converter, model outputs, and the recurrent state inputs/outputs."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -39,6 +39,7 @@ class BuiltGraph:
     outputs: list[GraphIO]
     states: list[StateRecord]
     stateful_layers: list[str]
+    vocabulary_sizes: dict[str, int] = field(default_factory=dict)
 
 
 def build_onnx(model: KerasModel, target: Target = CPU, on_layer: Callable[[Layer], None] | None = None) -> BuiltGraph:
@@ -104,7 +105,7 @@ def build_onnx(model: KerasModel, target: Target = CPU, on_layer: Callable[[Laye
         b.op_into("Identity", [s.tensor], [s.output])
         b.add_output(s.output, TensorProto.FLOAT, ["batch", *s.shape[1:]])
     onnx_model = b.model(model.name, doc=f"exported by seqserve from {model.path}")
-    return BuiltGraph(onnx_model, inputs, outputs, ctx.states, ctx.stateful_layers)
+    return BuiltGraph(onnx_model, inputs, outputs, ctx.states, ctx.stateful_layers, ctx.vocabulary_sizes)
 
 
 def _convert_call(

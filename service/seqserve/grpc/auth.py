@@ -4,13 +4,13 @@ sends `headers={"authorization": ...}`); the servicers read the caller's name wi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from seqserve.auth import Authenticator, grpc_method_kind
 from seqserve.errors import Unauthenticated
+from seqserve.grpc.interceptor import Continuation
 
 _Metadata = tuple[tuple[str, str | bytes], ...] | None
 
@@ -32,9 +32,7 @@ class RequireApiKey(grpc.aio.ServerInterceptor):
         self.auth = auth
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:

@@ -17,6 +17,7 @@ from seqserve.grpc import tensors
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated import session_service_pb2 as spb
 from seqserve.inference import InferRequest, InferResponse, ModelMetadata, RequestedOutput, SessionInfo, Tensor
+from seqserve.shapes import check_shape
 
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
@@ -90,8 +91,7 @@ def tensors_from_proto(
     decoded = []
     for index, tensor in enumerate(given):
         shape = list(tensor.shape)
-        if shape and min(shape) < 0:
-            raise InvalidInput(f"{kind} '{tensor.name}' has a negative dimension in its shape {shape}")
+        check_shape(tensor.name, shape, what=kind)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(

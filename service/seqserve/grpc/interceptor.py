@@ -18,6 +18,9 @@ from seqserve.grpc.status import grpc_code
 
 log = logging.getLogger(__name__)
 
+# What a server interceptor is handed to get a call's handler.
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
 # The services whose methods raise SeqserveError: inference and our session API.
 SERVICE_PREFIXES = ("/inference.GRPCInferenceService/", "/seqserve.SessionService/")
 
@@ -35,9 +38,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method

@@ -44,6 +44,8 @@ def create_grpc_server(
 ) -> grpc.aio.Server:
     """A server bound to settings.host:settings.grpc_port, not started yet (the caller awaits start())."""
     server = grpc.aio.server(
+        # Each open stream counts as one call; one call more is refused with RESOURCE_EXHAUSTED.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         # API keys first: a call without its key is refused before anything else looks at it.
         interceptors=[*([RequireApiKey(dataplane.auth)] if dataplane.auth.on else []), ErrorInterceptor()],
         options=[

@@ -79,6 +79,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
+        self._dataplane.limits.check_tensor_count(len(request.inputs))  # before decoding any of them
         decoded = converters.infer_request_from_proto(request)
         decoded.owner = caller_of(self._dataplane.auth, context)
         return converters.infer_response_to_proto(await self._dataplane.infer(decoded))
@@ -104,6 +105,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             async for request in requests:
                 streams[task] = False
                 try:
+                    self._dataplane.limits.check_tensor_count(len(request.inputs))
                     decoded = converters.infer_request_from_proto(request)
                     decoded.owner = owner
                     response = await self._dataplane.infer(decoded)

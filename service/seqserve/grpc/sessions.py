@@ -25,6 +25,7 @@ class SessionServicer(SessionServiceServicer):
         return caller_of(self._dataplane.auth, context)
 
     async def CreateSession(self, request: spb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
+        self._dataplane.limits.check_tensor_count(len(request.states), kind="state")
         states = converters.session_states_from_proto(request.states, request.raw_state_contents)
         info = await self._dataplane.session_api.create(
             _required(request.model_name, "model_name"), request.model_version or None, states, self._caller(context)
@@ -38,6 +39,7 @@ class SessionServicer(SessionServiceServicer):
     async def SetSessionState(
         self, request: spb.SetSessionStateRequest, context: grpc.aio.ServicerContext
     ) -> spb.Session:
+        self._dataplane.limits.check_tensor_count(len(request.states), kind="state")
         states = converters.session_states_from_proto(request.states, request.raw_state_contents)
         info = await self._dataplane.session_api.set_states(*_address(request), states, self._caller(context))
         return converters.session_to_proto(info)

@@ -8,6 +8,8 @@ tensor, never as a NumPy reshape error.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from seqserve import raw_tensors
@@ -34,7 +36,8 @@ CONTENTS_FIELD: dict[str, str] = {
 
 
 def element_count(shape: list[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    # Python integers: NumPy's int64 product wraps ([2**32, 2**32] would count 0 elements).
+    return math.prod(shape)
 
 
 def from_raw(name: str, datatype: str, shape: list[int], raw: bytes, what: str = "input") -> np.ndarray:

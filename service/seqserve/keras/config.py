@@ -6,13 +6,18 @@ from the file; classes the exporter does not know are reported later, by name.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from seqserve.errors import ExportError
 from seqserve.keras.calls import STATE_TAKING_LAYERS, keras3_tensors
 from seqserve.keras.model import ALIAS, OUTPUTS, Layer, LayerCall, TensorRef
+from seqserve.shapes import MAX_DIMENSIONS
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+# An input may have at most as many dimensions as a served tensor, and one sample at most this many
+# values (256 MiB of FP32; a 100-frame 256x256 RGB clip is 20M).
+MAX_SAMPLE_ELEMENTS = 2**26
 
 
 def parse_model_config(config: Any, path: str) -> tuple[str, list[Layer], list[TensorRef], list[TensorRef]]:
@@ -51,19 +56,34 @@ def _new_layer(entry: dict[str, Any], path: str) -> Layer:
         shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
         if shape is None:
             raise ExportError(f"{path}: layer {name!r}: InputLayer without a shape")
-        return _input_layer(name, shape, cfg.get("dtype"))
+        return _input_layer(name, shape, cfg.get("dtype"), path)
     module = entry.get("module")
     return Layer(
         name=name, class_name=str(entry["class_name"]), config=cfg, module=module if isinstance(module, str) else None
     )
 
 
-def _input_layer(name: str, batch_shape: list[Any], dtype: Any) -> Layer:
+def _input_layer(name: str, batch_shape: Any, dtype: Any, path: str) -> Layer:
+    _check_input_shape(name, batch_shape, path)
     return Layer(
         name=name,
         class_name="InputLayer",
         config={"name": name, "batch_shape": list(batch_shape), "dtype": _dtype_name(dtype)},
     )
+
+
+def _check_input_shape(name: str, batch_shape: Any, path: str) -> None:
+    """An input shape the export can build and test: ONNX Runtime aborts the process on a zero-step
+    sequence, and the parity check feeds two samples of the shape, so it must fit in memory."""
+    problem = None
+    if not isinstance(batch_shape, list | tuple) or not 1 <= len(batch_shape) <= MAX_DIMENSIONS:
+        problem = f"must be a list of 1 to {MAX_DIMENSIONS} dimensions"
+    elif not all(d is None or (type(d) is int and d > 0) for d in batch_shape):
+        problem = "must hold positive integers (or null for any size)"
+    elif math.prod(d for d in batch_shape[1:] if d is not None) > MAX_SAMPLE_ELEMENTS:
+        problem = f"describes more than {MAX_SAMPLE_ELEMENTS:,} values per sample"
+    if problem:
+        raise ExportError(f"{path}: layer {name!r}: input shape {str(batch_shape)[:80]} {problem}")
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -92,7 +112,7 @@ def _sequential(
             shape = body.get("build_input_shape") or (top.get("build_config") or {}).get("input_shape")
         if shape is None:
             raise ExportError(f"{path}: layer {layers[0].name!r}: Sequential model has no input shape")
-        layers.insert(0, _input_layer(f"{layers[0].name}_input", shape, first.get("dtype")))
+        layers.insert(0, _input_layer(f"{layers[0].name}_input", shape, first.get("dtype"), path))
     prev = TensorRef(layers[0].name)
     offset = len(layers) - len(entries)
     flat: list[Layer] = [layers[0]]

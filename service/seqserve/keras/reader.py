@@ -17,10 +17,42 @@ import numpy as np
 
 from seqserve.errors import ExportError
 from seqserve.keras.config import parse_model_config
+from seqserve.keras.isolation import ReaderCrashed, ReaderTimedOut, call_isolated
 from seqserve.keras.model import KerasModel, Layer
 
 # Sub-objects of a Keras 3 layer, in the order their weights appear in `layer.get_weights()`.
 _CHILD_ORDER = ("cell", "forward_layer", "backward_layer", "layer", "cells")
+
+
+# What a model file may make the reader allocate. A zip entry's declared size is checked before it
+# is inflated (zipfile never returns more than it declares); a weight's declared size before it is read.
+MAX_JSON_BYTES = 64 * 2**20
+MAX_WEIGHTS_BYTES = 8 * 2**30
+MAX_WEIGHT_BYTES = 2 * 2**30
+# Real weights barely compress (random floats); 1 GiB of zeros deflates to 1 MiB. Above this ratio,
+# and this size, an entry is a zip bomb. An HDF5 dataset likewise may declare far more than it stores.
+MAX_INFLATION = 100
+_SMALL = 16 * 2**20
+
+# The reading runs in a child process (seqserve.keras.isolation) under these limits: libhdf5 can
+# crash or loop on a damaged file. The memory limit is above every per-entry limit here.
+READ_TIMEOUT_SECONDS = 300.0
+READ_MEMORY_BYTES = 3 * MAX_WEIGHTS_BYTES
+
+# What a malformed file makes zipfile, json, h5py and the config walk raise (h5py reports corrupt
+# objects as RuntimeError; a deeply nested JSON document is a RecursionError).
+_MALFORMED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    RuntimeError,
+)
 
 
 def load_keras_model(src: str | Path) -> KerasModel:
@@ -31,28 +63,64 @@ def load_keras_model(src: str | Path) -> KerasModel:
     with open(path, "rb") as f:
         magic = f.read(8)
     if magic.startswith(b"PK"):
-        return _read_keras3(path)
-    if magic == b"\x89HDF\r\n\x1a\n":
-        return _read_h5(path)
-    raise ExportError(f"{path}: not a Keras file (neither a .keras zip nor an HDF5 .h5 file)")
+        read = _read_keras3
+    elif magic == b"\x89HDF\r\n\x1a\n":
+        read = _read_h5
+    else:
+        raise ExportError(f"{path}: not a Keras file (neither a .keras zip nor an HDF5 .h5 file)")
+    try:
+        return call_isolated(read, path, timeout=READ_TIMEOUT_SECONDS, memory_bytes=READ_MEMORY_BYTES)
+    except ReaderCrashed as e:
+        raise ExportError(f"{path}: the file crashed the reader ({e}); it is corrupt") from None
+    except ReaderTimedOut:
+        raise ExportError(
+            f"{path}: reading the file did not finish in {READ_TIMEOUT_SECONDS:g} s; it is corrupt "
+            "(a damaged HDF5 file can make the HDF5 library loop forever)"
+        ) from None
+    except MemoryError:
+        raise ExportError(f"{path}: reading the file needs more than {READ_MEMORY_BYTES:,} bytes of memory") from None
+    except ExportError as e:
+        if str(path) in e.message:
+            raise
+        raise ExportError(f"{path}: {e.message}") from None
+    except RecursionError:
+        raise ExportError(f"{path}: the model config is nested too deeply to be a Keras model") from None
+    except _MALFORMED as e:
+        kind = "corrupt or truncated .keras file" if read is _read_keras3 else "corrupt or truncated .h5 file"
+        raise ExportError(f"{path}: {kind} ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else "no detail"
 
 
 # ----------------------------------------------------------------------------------------- keras 3
 
 
+def _read_entry(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """One archive member, refused on its declared size or its inflation before a byte is inflated."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise ExportError(f"{name} declares {info.file_size:,} bytes, over the limit of {limit:,}")
+    if info.file_size > _SMALL and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+        raise ExportError(
+            f"{name} inflates {info.compress_size:,} bytes into {info.file_size:,} (a zip bomb?); "
+            f"refused above {MAX_INFLATION}x"
+        )
+    return zf.read(name)
+
+
 def _read_keras3(path: Path) -> KerasModel:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if "config.json" not in names:
-                raise ExportError(f"{path}: .keras archive has no config.json")
-            config = json.loads(zf.read("config.json"))
-            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
-            weights_blob = zf.read("model.weights.h5") if "model.weights.h5" in names else None
-    except ExportError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
-        raise ExportError(f"{path}: corrupt or truncated .keras file ({e})") from None
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        if "config.json" not in names:
+            raise ExportError(f"{path}: .keras archive has no config.json")
+        config = json.loads(_read_entry(zf, "config.json", MAX_JSON_BYTES))
+        meta = json.loads(_read_entry(zf, "metadata.json", MAX_JSON_BYTES)) if "metadata.json" in names else {}
+        weights_blob = _read_entry(zf, "model.weights.h5", MAX_WEIGHTS_BYTES) if "model.weights.h5" in names else None
+    if not isinstance(meta, dict):
+        meta = {}
     name, layers, inputs, outputs = parse_model_config(config, str(path))
     if weights_blob is None:
         if any(_expects_weights(layer) for layer in layers):
@@ -63,8 +131,8 @@ def _read_keras3(path: Path) -> KerasModel:
                 _attach_keras3_weights(h5, layers, path)
         except ExportError:
             raise
-        except (OSError, KeyError, ValueError) as e:
-            raise ExportError(f"{path}: corrupt model.weights.h5 ({e})") from None
+        except _MALFORMED as e:
+            raise ExportError(f"{path}: corrupt model.weights.h5 ({type(e).__name__}: {_one_line(e)})") from None
     return KerasModel(
         path=str(path),
         format="keras3",
@@ -75,6 +143,20 @@ def _read_keras3(path: Path) -> KerasModel:
         inputs=inputs,
         outputs=outputs,
     )
+
+
+def _weight(dataset: Any, path: Path, layer: str) -> np.ndarray:
+    """A weight's values, refused on its declared size before HDF5 allocates it."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise ExportError(f"{path}: layer {layer!r}: weight {getattr(dataset, 'name', '?')!r} is not a dataset")
+    declared = int(dataset.size) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared > MAX_WEIGHT_BYTES or (declared > _SMALL and declared > MAX_INFLATION * max(stored, 1)):
+        raise ExportError(
+            f"{path}: layer {layer!r}: weight {dataset.name!r} declares shape {list(dataset.shape)} "
+            f"({declared:,} bytes) but the file stores {stored:,} bytes of it"
+        )
+    return np.asarray(dataset[()])
 
 
 def _expects_weights(layer: Layer) -> bool:
@@ -147,7 +229,7 @@ def _flatten_keras3(group: h5py.Group, config: dict[str, Any], path: Path, layer
     vars_group = group.get("vars")
     if isinstance(vars_group, h5py.Group):
         for key in sorted(vars_group, key=lambda k: int(k) if k.isdigit() else 1 << 30):
-            out.append(np.asarray(vars_group[key][()]))
+            out.append(_weight(vars_group[key], path, layer))
     children = [k for k in group if k != "vars" and isinstance(group[k], h5py.Group)]
     ordered = [k for k in _CHILD_ORDER if k in children] + sorted(k for k in children if k not in _CHILD_ORDER)
     for key in ordered:
@@ -210,8 +292,8 @@ def _read_h5(path: Path) -> KerasModel:
                 _canonical_cudnn(layer)
     except ExportError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise ExportError(f"{path}: corrupt or truncated .h5 file ({e})") from None
+    except _MALFORMED as e:
+        raise ExportError(f"{path}: corrupt or truncated .h5 file ({type(e).__name__}: {_one_line(e)})") from None
     return KerasModel(
         path=str(path),
         format="h5",
@@ -238,7 +320,7 @@ def _legacy_layer_weights(root: h5py.Group, layer: Layer, path: Path) -> list[np
     out = []
     for n in names:
         try:
-            out.append(np.asarray(group[n][()]))
+            out.append(_weight(group[n], path, layer.name))
         except KeyError:
             raise ExportError(f"{path}: layer {layer.name!r}: weight {n!r} is listed but missing") from None
     return out

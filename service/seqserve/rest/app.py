@@ -12,9 +12,10 @@ from seqserve.dataplane import DataPlane
 from seqserve.rest.auth import RequireApiKey
 from seqserve.rest.error_handlers import install_error_handlers
 from seqserve.rest.health import health_router
-from seqserve.rest.inference import InferRouting, document_infer, infer_routes
+from seqserve.rest.inference import InferRouting, infer_routes
 from seqserve.rest.metadata import metadata_router
 from seqserve.rest.monitoring import monitoring_router
+from seqserve.rest.openapi import complete_document
 from seqserve.rest.sessions import sessions_router
 
 # FastAPI's own OpenTelemetry instrumentation probes the global OTel providers on every request
@@ -48,7 +49,7 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_infer(build_openapi())
+            app.openapi_schema = complete_document(build_openapi())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

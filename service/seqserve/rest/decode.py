@@ -21,6 +21,7 @@ from seqserve.rest.binary_extension import (
     HEADER_LENGTH,
 )
 from seqserve.rest.wire import InferRequestHeader, RequestInput, parse_header
+from seqserve.shapes import check_shape
 
 # Which kinds of JSON numbers each kind of tensor takes: ints into floats yes, floats into ints never.
 _JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
@@ -108,8 +109,7 @@ def _decode_inputs(wire: InferRequestHeader, binary: memoryview) -> list[Tensor]
 
 
 def _check_shape(item: RequestInput) -> None:
-    if any(d < 0 for d in item.shape):
-        raise InvalidInput(f"input '{item.name}' has shape {item.shape}; dimensions must not be negative")
+    check_shape(item.name, item.shape)
 
 
 def _numpy_dtype(item: RequestInput) -> np.dtype:

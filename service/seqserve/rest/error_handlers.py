@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,9 +16,15 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def seqserve_error_response(error: SeqserveError) -> JSONResponse:
+    """The answer to a SeqserveError: its status and message, and `Retry-After` when it says when."""
+    headers = None if error.retry_after is None else {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    return error_response(error.http_status, error.message, headers)
+
+
 async def _seqserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SeqserveError)
-    return error_response(exc.http_status, exc.message)
+    return seqserve_error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

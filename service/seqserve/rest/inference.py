@@ -4,32 +4,29 @@ The endpoint is a plain ASGI app in the FastAPI app's own route table (`infer_ro
 matched like every other route and every middleware of the app sees it. It is not a FastAPI path
 operation: a streamed step's whole handling is bytes in, bytes out, and FastAPI's request object,
 dependency solving and response object cost more than the step itself (bench/README.md). Its
-OpenAPI entries are added by `document_infer`.
+OpenAPI entries are added by `seqserve.rest.openapi`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
-from seqserve.inference import InferRequest
 from seqserve.rest.auth import owner_of
-from seqserve.rest.binary_extension import BINARY_TYPE, HEADER_LENGTH, JSON_TYPE
+from seqserve.rest.binary_extension import HEADER_LENGTH
 from seqserve.rest.body import read_limited
-from seqserve.rest.decode import decode_request, split_body
+from seqserve.rest.decode_offload import BodyDecoder, DecodeFailed
 from seqserve.rest.encode import encode_response
-from seqserve.rest.error_handlers import error_response, unexpected_error_message
-from seqserve.rest.wire import InferRequestHeader, peek_request_id
+from seqserve.rest.error_handlers import error_response, seqserve_error_response, unexpected_error_message
+from seqserve.rest.openapi import INFER_PATHS
 
 log = logging.getLogger(__name__)
 
-INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 _HEADER_LENGTH = HEADER_LENGTH.lower()
 
 
@@ -43,6 +40,8 @@ class InferEndpoint:
     def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
         self.dataplane = dataplane
         self.max_request_bytes = max_request_bytes
+        # Large bodies are decoded off the event loop (seqserve.rest.decode_offload).
+        self.decoder = BodyDecoder()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope["path_params"]
@@ -57,7 +56,7 @@ class InferEndpoint:
         except _Disconnected:
             return
         except SeqserveError as e:
-            await error_response(e.http_status, e.message)(scope, receive, send)
+            await seqserve_error_response(e)(scope, receive, send)
             return
         except Exception as e:  # a bug: the client gets the class name only, the log the traceback
             log.exception("infer request for model %s failed unexpectedly", name)
@@ -81,7 +80,11 @@ class InferEndpoint:
     ) -> tuple[bytes, dict[str, str]]:
         """The response body and headers; raises SeqserveError for the client (logged with the
         request's `id`; the data plane logs its own failures)."""
-        request = _decode(body, header_length, name, version)
+        try:
+            request = await self.decoder.decode(body, header_length, name, version)
+        except DecodeFailed as e:
+            log_failure(e.request_id, name, version, e.error)
+            raise e.error from None
         request.owner = owner
         response = await self.dataplane.infer(request)
         try:
@@ -118,37 +121,6 @@ class InferRouting:
         await self.app(scope, receive, send)
 
 
-def document_infer(schema: dict[str, Any]) -> dict[str, Any]:
-    """Adds the infer endpoints to an OpenAPI document (they are not FastAPI path operations)."""
-    request = InferRequestHeader.model_json_schema(ref_template="#/components/schemas/{model}")
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(request.pop("$defs", {}))
-    components["InferRequest"] = request
-    for path in INFER_PATHS:
-        names = ["name", "version"] if "{version}" in path else ["name"]
-        parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
-        schema.setdefault("paths", {})[path] = {
-            "post": {
-                "tags": ["inference"],
-                "summary": "Infer (KServe V2; JSON, or JSON followed by binary tensors)",
-                "operationId": "infer_version" if "{version}" in path else "infer",
-                "parameters": parameters,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        JSON_TYPE: {"schema": {"$ref": "#/components/schemas/InferRequest"}},
-                        BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}},
-                    },
-                },
-                "responses": {
-                    "200": {"description": "The outputs, as JSON or JSON followed by binary tensors"},
-                    "default": {"description": 'An error: `{"error": "..."}`'},
-                },
-            }
-        }
-    return schema
-
-
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
@@ -157,16 +129,6 @@ async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
         yield message.get("body", b"")
         if not message.get("more_body", False):
             return
-
-
-def _decode(body: bytes, header_length: str | None, name: str, version: str | None) -> InferRequest:
-    header = b""
-    try:
-        header, binary = split_body(body, header_length)
-        return decode_request(header, binary, name, version)
-    except SeqserveError as e:
-        log_failure(peek_request_id(header), name, version, e)
-        raise
 
 
 def log_failure(request_id: str | None, name: str, version: str | None, error: SeqserveError) -> None:

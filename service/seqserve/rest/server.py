@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import uvicorn
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.rest.app import create_app
+from seqserve.rest.connections import ConnectionPolicy, LimitedHttpProtocol
+from seqserve.rest.listener import listen_on, quiet_accept_failures
 
 
 class _Uvicorn(uvicorn.Server):
@@ -21,21 +26,40 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+class _QuietDisconnects:
+    """A route reading its body through Starlette raises ClientDisconnect when the client went away
+    or was cut off by the body read timeout: there is no one left to answer, and nothing to log
+    (uvicorn would log each as an application error, with its traceback)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(ClientDisconnect):
+            await self.app(scope, receive, send)
+
+
 class RestFrontEnd:
     def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        policy = ConnectionPolicy(settings.header_read_timeout, settings.body_read_timeout, settings.max_connections)
         config = uvicorn.Config(
-            create_app(dataplane, settings),
+            _QuietDisconnects(create_app(dataplane, settings)),
             host=settings.host,
             port=settings.http_port,
+            http=functools.partial(LimitedHttpProtocol, policy=policy),  # type: ignore[arg-type]
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         )
         self.server = _Uvicorn(config)
         self._task: asyncio.Task[None] | None = None
+        self._loud_again: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.server.serve(), name="seqserve-rest")
+        # Our own listening socket, so that running out of descriptors does not flood the log.
+        listener = listen_on(self.server.config.host, self.server.config.port)
+        self._loud_again = quiet_accept_failures(asyncio.get_running_loop())
+        self._task = asyncio.create_task(self.server.serve(sockets=[listener]), name="seqserve-rest")
         while not self.server.started:
             if self._task.done():
                 await self._task  # it failed to start: raise what it raised
@@ -48,3 +72,5 @@ class RestFrontEnd:
         self.server.should_exit = True
         if self._task is not None:
             await self._task
+        if self._loud_again is not None:
+            self._loud_again()

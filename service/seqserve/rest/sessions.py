@@ -24,6 +24,12 @@ from seqserve.rest.binary_extension import HEADER_LENGTH
 from seqserve.rest.body import read_body
 from seqserve.rest.decode import decode_request, split_body
 from seqserve.rest.encode import encode_response
+from seqserve.rest.openapi import ERRORS, SESSION_ANSWER, request_body
+
+# The bodies these endpoints read and write themselves, for the OpenAPI document.
+_STATES_IN = {"requestBody": request_body(False, "States as V2 `inputs` named like `lstm.h`; empty for zeros")}
+_ANSWERS = {200: SESSION_ANSWER, **ERRORS}
+_ENDED = {"description": "Ended", "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}}}
 
 
 def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
@@ -40,26 +46,26 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
         states = await states_in(request, name, version)
         return _session_response(await dataplane.session_api.create(name, version, states, _owner(request)))
 
-    @router.post("/{name}/sessions")
+    @router.post("/{name}/sessions", openapi_extra=_STATES_IN, responses=_ANSWERS)
     async def create_latest(request: Request, name: str) -> Response:
         return await create(request, name, None)
 
-    @router.post("/{name}/versions/{version}/sessions")
+    @router.post("/{name}/versions/{version}/sessions", openapi_extra=_STATES_IN, responses=_ANSWERS)
     async def create_version(request: Request, name: str, version: str) -> Response:
         return await create(request, name, version)
 
-    @router.get("/{name}/sessions/{session_id}")
+    @router.get("/{name}/sessions/{session_id}", responses=_ANSWERS)
     async def read(request: Request, name: str, session_id: str) -> Response:
         return _session_response(await dataplane.session_api.get(name, session_id, _owner(request)))
 
-    @router.put("/{name}/sessions/{session_id}")
+    @router.put("/{name}/sessions/{session_id}", openapi_extra=_STATES_IN, responses=_ANSWERS)
     async def replace(request: Request, name: str, session_id: str) -> Response:
         states = await states_in(request, name, None)
         return _session_response(
             await dataplane.session_api.set_states(name, session_id, states, _owner(request))
         )
 
-    @router.delete("/{name}/sessions/{session_id}")
+    @router.delete("/{name}/sessions/{session_id}", responses={200: _ENDED, **ERRORS})
     async def end(request: Request, name: str, session_id: str) -> Response:
         await dataplane.session_api.end(name, session_id, _owner(request))
         return Response(b"{}", media_type="application/json")

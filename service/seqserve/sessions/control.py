@@ -16,6 +16,8 @@ SEQUENCE_ID = "sequence_id"
 SEQUENCE_START = "sequence_start"
 SEQUENCE_END = "sequence_end"
 SEQUENCE_STEP = "sequence_step"
+# Errors and logs show this much of a client's id at most: enough to recognise it, never a flood.
+SHOWN_ID_CHARACTERS = 32
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ class SequenceControl:
     step: int | None = None
 
     @classmethod
-    def from_parameters(cls, parameters: dict[str, Any]) -> SequenceControl | None:
-        """None when the request belongs to no sequence; InvalidInput when the parameters are malformed."""
+    def from_parameters(cls, parameters: dict[str, Any], max_id_length: int | None = None) -> SequenceControl | None:
+        """None when the request belongs to no sequence; InvalidInput when the parameters are malformed
+        or a string id is longer than `max_id_length` characters."""
         raw = parameters.get(SEQUENCE_ID)
         start, end = _flag(parameters, SEQUENCE_START), _flag(parameters, SEQUENCE_END)
         step = parameters.get(SEQUENCE_STEP)
@@ -40,12 +43,24 @@ class SequenceControl:
             raise InvalidInput(f"'{SEQUENCE_ID}' must be an unsigned integer or a string, not {type(raw).__name__}")
         if isinstance(raw, int) and not 0 < raw < 2**64:
             raise InvalidInput(f"'{SEQUENCE_ID}' {raw} is outside the uint64 range")
+        if isinstance(raw, str) and max_id_length is not None and len(raw) > max_id_length:
+            raise InvalidInput(
+                f"'{SEQUENCE_ID}' {shown_id(raw)} has {len(raw)} characters; at most {max_id_length} are accepted "
+                "(max_sequence_id_length, SEQSERVE_MAX_SEQUENCE_ID_LENGTH)"
+            )
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
             raise InvalidInput(f"'{SEQUENCE_STEP}' must be a positive integer (1 for the first request), not {step!r}")
         return cls(raw, start, end, step)
 
     def describe(self) -> str:
-        return f"sequence {self.id!r}" if isinstance(self.id, str) else f"sequence {self.id}"
+        return f"sequence {shown_id(self.id)}" if isinstance(self.id, str) else f"sequence {self.id}"
+
+
+def shown_id(value: str) -> str:
+    """An id as errors and logs show it: quoted, and cut to a short prefix when it is long."""
+    if len(value) <= SHOWN_ID_CHARACTERS:
+        return repr(value)
+    return f"{value[:SHOWN_ID_CHARACTERS]!r}... ({len(value)} characters)"
 
 
 def _flag(parameters: dict[str, Any], name: str) -> bool:

@@ -40,6 +40,7 @@ from seqserve.sessions.redis_client import connect, is_cluster
 from seqserve.sessions.redis_pipeline import Coalescer
 from seqserve.sessions.state import SessionState
 from seqserve.sessions.stores import SessionLimits, StateStore, concurrent_write, gone_message
+from seqserve.throttled_log import ThrottledLog
 
 # Both scripts start with a shebang (Redis 7.0+, Valkey): Redis out of memory (maxmemory under
 # noeviction) then refuses a save whole, before it runs, while a delete runs anyway (allow-oom)
@@ -161,7 +162,7 @@ _UNREACHABLE = (
     redis.exceptions.SlotNotCoveredError,
 )
 CLUSTER_BUCKETS = 64
-_log = logging.getLogger(__name__)
+_store_failed = ThrottledLog(logging.getLogger(__name__), logging.WARNING)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -181,8 +182,9 @@ def _answered(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
                 "state are refused, whole, until memory is freed; end unused sessions or give Redis more memory"
             ) from None
         except _UNREACHABLE as e:
-            # redis-py's text names the store's address: it goes to the log, not to the client.
-            _log.warning("session store call failed: %s: %s", type(e).__name__, e)
+            # redis-py's text names the store's address: it goes to the log, not to the client; at
+            # most once a second, as every request fails while Redis is down.
+            _store_failed("session store call failed: %s: %s", type(e).__name__, e)
             raise StoreUnavailable(
                 f"the session store did not answer ({type(e).__name__}); the request may be sent again "
                 "(a step numbered with sequence_step is applied once however often it is sent)"
@@ -215,6 +217,9 @@ class RedisStateStore(StateStore):
         self.copies = SessionCopies(max_copies, max_copy_bytes)
         self._pipeline = Coalescer(self.client, self._shards_of, self._round_trip, self._merge_saves)
         self._shas: dict[str, str] = {}
+        # Each model's idle timeout, as its saves said (config.yaml may shorten it): the sweep trims
+        # a model's index by it, so sessions gone by TTL leave the counts soon after they expire.
+        self._idle_by_model: dict[str, float] = {}
         self._loading = asyncio.Lock()
         self.round_trips = 0  # per shard, since start
         self.conflicts = 0
@@ -283,6 +288,7 @@ class RedisStateStore(StateStore):
     ) -> None:
         limits = limits or SessionLimits()
         idle = self.idle_timeout if limits.idle_timeout is None else limits.idle_timeout
+        self._idle_by_model[state.model] = idle
         session, tombstone, _, model_index, owner_index = self._keys(key)
         owned = owner_of_key(key) is not None
         args = [
@@ -348,23 +354,31 @@ class RedisStateStore(StateStore):
 
     @_answered
     async def sweep(self) -> int:
-        """Redis drops idle sessions by TTL; this trims them from the LRU indexes, drops local
-        copies gone idle, and refreshes the counts /metrics reports."""
+        """Redis drops idle sessions by TTL; this trims them from the LRU indexes (each model's by
+        its own idle timeout, the server-wide one by the server's), drops local copies gone idle,
+        and refreshes the counts /metrics reports."""
+        now_s, now_us = await self.client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        indexes = [("lru", self.idle_timeout)] + [(f"lru:{m}", idle) for m, idle in self._idle_by_model.items()]
         trimmed = 0
+        for bucket in self._bucket_prefixes():
+            for index, idle in indexes:
+                if idle > 0:
+                    trimmed += await self._trim(bucket, index, now_ms - int(idle * 1000))
         if self.idle_timeout > 0:
-            now_s, now_us = await self.client.time()
-            cutoff = now_s * 1000 + now_us // 1000 - int(self.idle_timeout * 1000)
-            for bucket in self._bucket_prefixes():
-                stale = [m.decode() for m in await self.client.zrangebyscore(f"{bucket}lru", 0, cutoff)]
-                gone = [m for m in stale if not await self.client.exists(f"{bucket}s:{m}")]
-                for member in gone:
-                    for index in self._keys(member)[2:]:
-                        await self.client.zrem(index, member)
-                trimmed += len(gone)
             self.copies.drop_idle(time.time() - self.idle_timeout)
         self.active = sum(await self._per_bucket_values("zcard", "lru"))
         self.evictions = sum(int(v or 0) for v in await self._per_bucket_values("get", "evictions"))
         return trimmed
+
+    async def _trim(self, bucket: str, index: str, cutoff_ms: int) -> int:
+        """Drops, from every index, the sessions of `index` unused since `cutoff_ms` that are gone."""
+        stale = [m.decode() for m in await self.client.zrangebyscore(f"{bucket}{index}", 0, cutoff_ms)]
+        gone = [m for m in stale if not await self.client.exists(f"{bucket}s:{m}")]
+        for member in gone:
+            for key in self._keys(member)[2:]:
+                await self.client.zrem(key, member)
+        return len(gone)
 
     async def close(self) -> None:
         await self.client.aclose()

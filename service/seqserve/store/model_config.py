@@ -15,7 +15,8 @@ sessions; sessions already stored keep their expiry until their next step).
 
 The fields are declared once: those the server gives defaults for in `seqserve.config.ModelDefaults`,
 the model's own bounds in `ModelSettings`. `ModelConfig`, the file, is every one of them made
-optional; `ModelSettings.resolve` merges file and server once per change.
+optional; `ModelSettings.resolve` merges file and server once per change. A value out of its
+range is refused with the range, as the server's own settings are (`seqserve.config.explain`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from seqserve.config import ModelDefaults
+from seqserve.config import ModelDefaults, explain
 from seqserve.errors import InvalidInput
 
 CONFIG_FILE = "config.yaml"
+# A settings file is a few lines; a bigger one is a mistake, and is not read whole on every scan.
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 class ModelSettings(ModelDefaults):
@@ -38,10 +41,13 @@ class ModelSettings(ModelDefaults):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_sessions: int | None = Field(
-        None, ge=1, description="Sessions of this model at once (LRU eviction past the grace period); none: no bound."
+        None,
+        ge=1,
+        le=1_000_000_000,
+        description="Sessions of this model at once (LRU eviction past the grace period); none: no bound.",
     )
     max_session_bytes: int | None = Field(
-        None, ge=1, description="State bytes of this model's sessions (memory store)."
+        None, ge=1, le=1 << 40, description="State bytes of this model's sessions (memory store)."
     )
 
     @classmethod
@@ -71,15 +77,35 @@ class ModelConfig(_ModelConfigFields):
     def read(cls, model_dir: Path) -> ModelConfig:
         """The model's config.yaml, or every field unset when there is none."""
         path = Path(model_dir) / CONFIG_FILE
-        if not path.is_file():
-            return cls()
+        content = read_config_bytes(path)
+        return cls() if content is None else cls.parse(path, content)
+
+    @classmethod
+    def parse(cls, path: Path, content: bytes) -> ModelConfig:
+        """The settings in `content`, read from `path`; InvalidInput naming the file and the problem."""
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(data, dict):
-                raise InvalidInput(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-            return cls(**data)
+            data = yaml.safe_load(content.decode("utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"{path}: not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x})") from None
         except yaml.YAMLError as e:
             raise InvalidInput(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        try:
+            return cls(**{str(key): value for key, value in data.items()})
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-            raise InvalidInput(f"{path}: {problems}") from None
+            raise InvalidInput(f"{path}: {explain(e, ModelSettings.model_fields)}") from None
+
+
+def read_config_bytes(path: Path) -> bytes | None:
+    """The raw config.yaml (None when there is none); InvalidInput when it cannot be read or is too big."""
+    try:
+        with open(path, "rb") as file:
+            content = file.read(MAX_CONFIG_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise InvalidInput(f"{path}: cannot be read: {e.strerror or e}") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise InvalidInput(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; a config.yaml holds a few settings")
+    return content

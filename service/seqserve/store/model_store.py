@@ -13,6 +13,13 @@ A session stays on the version it started on (state shapes can differ between ve
 version removed from disk drains: new requests no longer see it, sessions already on it finish on
 it. It unloads when the session store says none is left on it, or once no session has stepped on
 it for `drain_seconds` (the sequence idle timeout: any session left has expired by then).
+
+A broken file affects its model only, and is logged once per change of the file, not on every
+scan. A version whose model.onnx or signature.json cannot be loaded is not ready (its requests get
+503 / UNAVAILABLE with the reason) and is tried again when either file changes. A config.yaml that
+breaks while the model serves is ignored, as Triton's polling does with a failed reload: the
+versions serving keep their last good settings until the file is fixed. A version that loads
+while the file is broken has no good settings to keep, so it is not ready until the file is fixed.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from seqserve.errors import ModelNotFound, ModelNotReady, SeqserveError
-from seqserve.store.model_config import ModelConfig
+from seqserve.store.model_config import CONFIG_FILE, ModelConfig, read_config_bytes
 from seqserve.store.signature import MODEL_FILE, SIGNATURE_FILE, Signature
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,10 @@ class ModelVersion:
     runner: Any = None
     reason: str = ""
     config: ModelConfig = field(default_factory=ModelConfig)
+    # What is wrong with the model's config.yaml while this version serves on its last good one.
+    problem: str = ""
+    # The version's files as last tried (`_fingerprint`): a failed load is retried when they change.
+    files: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -82,6 +93,18 @@ def _unknown_use(name: str, version: int) -> bool | None:
     return None
 
 
+def _fingerprint(path: Path) -> tuple[tuple[int, int, int], ...]:
+    """(inode, size, mtime) of a version's files: changes when either is rewritten or replaced."""
+    stats = []
+    for name in (MODEL_FILE, SIGNATURE_FILE):
+        try:
+            st = (path / name).stat()
+            stats.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((0, -1, 0))
+    return tuple(stats)
+
+
 class ModelStore:
     def __init__(self, root: Path, loader: Loader, drain_seconds: float = 0.0, in_use: InUse = _unknown_use) -> None:
         self.root = Path(root)
@@ -91,6 +114,9 @@ class ModelStore:
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._draining: dict[tuple[str, int], _Drain] = {}
         self._scan_lock = threading.Lock()
+        # Per model: its config.yaml's bytes as last read and what they meant, so a file is parsed
+        # (and a problem logged) once per change.
+        self._configs: dict[str, tuple[bytes | None, ModelConfig | SeqserveError]] = {}
 
     def scan(self) -> None:
         """Brings the loaded set in line with the directory: load new versions, unload removed ones."""
@@ -111,9 +137,9 @@ class ModelStore:
             if name not in configs:
                 configs[name] = self._read_config(name)
             back = draining.pop((name, version), None)  # back on disk: serving again
-            entry = current.get((name, version)) or (
-                back.entry if back else self._load(name, version, path, configs[name])
-            )
+            entry = current.get((name, version)) or (back.entry if back else None)
+            if entry is None or (entry.runner is None and entry.files != _fingerprint(path)):
+                entry = self._load(name, version, path, configs[name])
             updated.setdefault(name, {})[version] = self._configured(entry, configs[name])
         unloaded = []
         for key in current.keys() - found.keys():
@@ -128,6 +154,7 @@ class ModelStore:
             if drain.until <= now or self._in_use(*key) is False:
                 del draining[key]
                 unloaded.append(drain.entry)
+        self._configs = {name: self._configs[name] for name in configs}  # forget removed models
         # One assignment each, so readers see the old set or the new one, never a mix.
         self._models, self._draining = updated, draining
         return unloaded
@@ -143,24 +170,44 @@ class ModelStore:
                 entry.runner.close()
 
     def _read_config(self, name: str) -> ModelConfig | SeqserveError:
+        """The model's config.yaml, parsed only when its bytes changed since the last scan."""
+        path = self.root / name / CONFIG_FILE
         try:
-            return ModelConfig.read(self.root / name)
+            content = read_config_bytes(path)
         except SeqserveError as e:
-            log.error("model %s: %s", name, e)
-            return e
+            content, meaning = str(e).encode(), e  # unreadable: the same error text is the same state
+            if self._configs.get(name, (None, None))[0] != content:
+                log.error("model %s: %s", name, e)
+            self._configs[name] = (content, meaning)
+            return meaning
+        known = self._configs.get(name)
+        if known is not None and known[0] == content:
+            return known[1]
+        try:
+            result: ModelConfig | SeqserveError = ModelConfig() if content is None else ModelConfig.parse(path, content)
+        except SeqserveError as e:
+            log.error("model %s: %s (versions serving keep their last good settings; new ones wait for a fix)", name, e)
+            result = e
+        self._configs[name] = (content, result)
+        return result
 
     @staticmethod
     def _configured(entry: ModelVersion, config: ModelConfig | SeqserveError) -> ModelVersion:
-        """The entry under the model's current config.yaml: unavailable while that file is broken,
-        ready again once it is fixed (a version that failed to load stays unavailable). Its runner
-        is told of every change."""
+        """The entry under the model's current config.yaml. While the file is broken, a version that
+        serves keeps its last good settings, and one that never had any is unavailable; once it is
+        fixed, both serve under it (a version that failed to load stays unavailable). Its runner is
+        told of every change."""
         if isinstance(config, SeqserveError):
+            if entry.ready:
+                return entry if entry.problem == str(config) else replace(entry, problem=str(config))
+            if entry.runner is None:
+                return entry
             return replace(entry, state=UNAVAILABLE, reason=str(config))
-        if entry.runner is None or (entry.ready and entry.config == config):
+        if entry.runner is None or (entry.ready and entry.config == config and not entry.problem):
             return entry
         if entry.config != config:
             entry.runner.configure(config)
-        return replace(entry, config=config, state=READY, reason="")
+        return replace(entry, config=config, state=READY, reason="", problem="")
 
     def _find_versions(self) -> dict[tuple[str, int], Path]:
         if not self.root.is_dir():
@@ -177,17 +224,25 @@ class ModelStore:
 
     def _load(self, name: str, version: int, path: Path, config: ModelConfig | SeqserveError) -> ModelVersion:
         usable = config if isinstance(config, ModelConfig) else ModelConfig()  # the entry is unavailable anyway
+        files = _fingerprint(path)  # before reading: a change made while loading is seen next scan
         try:
             signature = Signature.read(path)
             runner = self._loader(name, version, path / MODEL_FILE, signature, usable)
         except SeqserveError as e:
             log.error("model %s version %d failed to load: %s", name, version, e)
-            return ModelVersion(name, version, path, UNAVAILABLE, reason=str(e))
-        except Exception as e:  # a broken ONNX file must not take the server down
-            log.exception("model %s version %d failed to load", name, version)
-            return ModelVersion(name, version, path, UNAVAILABLE, reason=f"{type(e).__name__}: {e}")
+            return ModelVersion(name, version, path, UNAVAILABLE, reason=str(e), files=files)
+        except Exception as e:  # a broken ONNX file must not take the server down; retried when it changes
+            log.error(
+                "model %s version %d failed to load: %s: %s", name, version, type(e).__name__, e,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )  # fmt: skip
+            return ModelVersion(name, version, path, UNAVAILABLE, reason=f"{type(e).__name__}: {e}", files=files)
         log.info("model %s version %d loaded from %s", name, version, path)
-        return ModelVersion(name, version, path, READY, signature=signature, runner=runner, config=usable)
+        # Loaded while config.yaml is broken: no good settings to serve under yet (`_configured`).
+        state, reason = (READY, "") if config is usable else (UNAVAILABLE, str(config))
+        return ModelVersion(
+            name, version, path, state, signature=signature, runner=runner, config=usable, reason=reason, files=files
+        )
 
     def names(self) -> list[str]:
         return sorted(self._models)

@@ -62,6 +62,10 @@ class Signature:
     target: str = "cpu"
     source: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    # Token-id inputs feeding an Embedding: input name -> its vocabulary size (`input_dim`). ONNX
+    # Runtime refuses an id >= size mid-run and takes a negative one from the end of the table, so
+    # the server checks 0 <= id < size before a request is batched. Absent from older signatures.
+    vocabulary_sizes: dict[str, int] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
     # Lookups the server makes on every request, computed once per loaded signature.
@@ -87,25 +91,43 @@ class Signature:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signature:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"malformed signature: expected an object, got {type(data).__name__}")
         try:
             return cls(
-                inputs=[TensorSpec(**t) for t in data["inputs"]],
-                outputs=[TensorSpec(**t) for t in data["outputs"]],
-                states=[StateSpec(**s) for s in data.get("states", [])],
+                inputs=[_checked(TensorSpec(**t)) for t in data["inputs"]],
+                outputs=[_checked(TensorSpec(**t)) for t in data["outputs"]],
+                states=[_checked(StateSpec(**s)) for s in data.get("states", [])],
                 stateful=bool(data.get("stateful", False)),
                 target=data.get("target", "cpu"),
                 source=dict(data.get("source", {})),
                 parity=dict(data.get("parity", {})),
+                vocabulary_sizes={str(k): int(v) for k, v in dict(data.get("vocabulary_sizes", {})).items()},
                 format=int(data.get("format", FORMAT_VERSION)),
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput(f"malformed signature: {e}") from None
 
     @classmethod
     def read(cls, directory: Path) -> Signature:
         path = directory / SIGNATURE_FILE
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: not JSON, or not UTF-8
             raise InvalidInput(f"cannot read {path}: {e}") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except InvalidInput as e:
+            raise InvalidInput(f"{path}: {e}") from None
+
+
+def _checked(spec: TensorSpec | StateSpec) -> Any:
+    """A spec whose fields have the types the server relies on on every request (a hand-edited or
+    damaged file must fail at load, not as a 500 at the first request)."""
+    strings = [spec.name, spec.datatype] + ([spec.input, spec.output] if isinstance(spec, StateSpec) else [])
+    if not all(isinstance(s, str) for s in strings):
+        raise InvalidInput(f"tensor {spec.name!r}: names and datatype must be strings")
+    shape = spec.shape
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidInput(f"tensor {spec.name!r}: shape must be a list of integers, not {shape!r}")
+    return spec

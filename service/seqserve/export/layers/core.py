@@ -59,6 +59,7 @@ def embedding(ctx: ConvertContext, layer: Layer, call: CallValues) -> list[Value
     cfg = layer.config
     n, d = int(cfg["input_dim"]), int(cfg["output_dim"])
     (w,) = ctx.weights(layer, [(n, d)], ["embeddings"])
+    ctx.token_ids(x, n)  # the server refuses ids Gather would fail on (or wrap) before batching
     b = ctx.b
     ids = x.name if x.dtype == INT64 else b.op("Cast", [x.name], f"{layer.name}_ids", to=INT64)
     y = b.op("Gather", [b.const(w, f"{layer.name}_embeddings"), ids], layer.name, axis=0)
