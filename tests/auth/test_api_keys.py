@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from seqserve.auth import ApiKeys, Authenticator, KeyFileError, grpc_method_kind, read_keys, rest_endpoint_kind
+from seqserve.config import Settings
 from seqserve.errors import LimitExceeded, Unauthenticated
 from seqserve.rate import PerKeyRate
 
@@ -143,3 +144,13 @@ def test_a_keys_rate_refuses_past_its_burst_says_when_to_retry_and_leaves_other_
     now[0] = 0.5
     rate.take("alice")  # refilled at 2 per second
     PerKeyRate("x", per_second=0).take("alice")  # 0: no bound
+
+
+def test_the_server_listens_on_this_machine_only_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without keys anyone who reaches the port can use every session: by default that is this
+    machine. The container image, reached through its orchestrator's network, listens on all."""
+    monkeypatch.delenv("SEQSERVE_HOST", raising=False)
+    assert Settings().host == "127.0.0.1"
+    dockerfile = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    stages = dockerfile.count("\nFROM ")
+    assert stages >= 2 and dockerfile.count("SEQSERVE_HOST=0.0.0.0") == stages
