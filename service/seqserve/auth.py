@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from seqserve.errors import Unauthenticated
+from seqserve.errors import PermissionDenied, Unauthenticated
 from seqserve.rate import PerKeyRate
 from seqserve.sessions.stores import SessionLimits
 
@@ -170,12 +170,22 @@ class Authenticator:
         max_sessions: int = 100_000,
         max_sessions_per_key: int = 0,
         session_creations_per_key: float = 0.0,
+        model_control_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.keys = keys
         self.open_to_anyone = open_to_anyone
         self.max_sessions = max_sessions
         self.max_sessions_per_key = max_sessions_per_key
         self.creations = PerKeyRate("starts sequences or creates sessions", session_creations_per_key)
+        self.model_control_keys = model_control_keys
+
+    def require_model_control(self, owner: str | None) -> None:
+        """Loading and unloading models changes the store for every key: with API keys on, only the
+        keys named in `model_control_keys` may (PermissionDenied: the endpoint is no secret)."""
+        if self.keys is not None and owner not in self.model_control_keys:
+            raise PermissionDenied(
+                f"API key '{owner}' may not load or unload models; name it in SEQSERVE_MODEL_CONTROL_KEYS"
+            )
 
     def admit_new_session(self, owner: str | None) -> None:
         """A sequence start or a session creation by `owner`: LimitExceeded past its key's rate."""

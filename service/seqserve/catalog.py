@@ -7,7 +7,7 @@ from seqserve.inference import ModelMetadata, TensorMetadata
 from seqserve.store.model_store import ModelStore
 
 SERVER_NAME = "seqserve"
-EXTENSIONS = ["binary_tensor_data", "sequence"]
+EXTENSIONS = ["binary_tensor_data", "sequence", "model_configuration", "statistics", "model_repository"]
 PLATFORM = "onnxruntime_onnx"
 
 

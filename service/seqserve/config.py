@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Device = Literal["auto", "cpu", "cuda"]
 # Where batched runs happen (`batch_compute`).
 BatchCompute = Literal["auto", "loop", "thread"]
+# Who loads and unloads models (`model_control`), as Triton's --model-control-mode.
+ModelControl = Literal["poll", "explicit"]
 
 # Endpoints that may answer without an API key (`open_endpoints`): `seqserve.auth` says which are which.
 OPEN_ENDPOINT_KINDS = ("health", "metrics", "metadata")
@@ -178,6 +180,18 @@ class Settings(BaseSettings, ModelDefaults):
         le=3600,
         description="How often the store directory is re-scanned for added or removed versions (0 = never).",
     )
+    model_control: ModelControl = Field(
+        "poll",
+        description="Who loads and unloads models, as Triton's --model-control-mode: `poll` (every model of the "
+        "store, rescanned every store_poll_seconds; a repository load rescans a model now, unload is refused) or "
+        "`explicit` (only load_models at start, then only the repository API's load and unload).",
+    )
+    load_models: str = Field(
+        "",
+        max_length=65_536,
+        description="With model_control=explicit: the models loaded at start, comma-separated, or `*` for every "
+        "model of the store (Triton's --load-model). A name not in the store stops the start.",
+    )
     warmup: bool = Field(True, description="Run each model once on zeros when it loads, before it reports ready.")
     shutdown_grace: float = Field(
         10.0,
@@ -230,6 +244,12 @@ class Settings(BaseSettings, ModelDefaults):
         description="With API keys on: sequence starts and session creations one key may make per second, on each "
         "replica (bursts of as many); past it 429 with Retry-After. 0 = no bound.",
     )
+    model_control_keys: str = Field(
+        "",
+        max_length=65_536,
+        description="With API keys on: names of the keys that may load and unload models (the repository "
+        "extension), comma-separated; others get 403 / PERMISSION_DENIED. Without API keys anyone may.",
+    )
     max_sessions_per_key: int = Field(
         0,
         ge=0,
@@ -274,9 +294,20 @@ class Settings(BaseSettings, ModelDefaults):
         return value
 
     @property
+    def model_controllers(self) -> frozenset[str]:
+        """The key names `model_control_keys` lets load and unload models."""
+        return frozenset(part.strip() for part in self.model_control_keys.split(",") if part.strip())
+
+    @property
     def open_to_anyone(self) -> frozenset[str]:
         """The kinds of endpoint `open_endpoints` lets through without an API key."""
         return frozenset(part.strip() for part in self.open_endpoints.split(",") if part.strip())
+
+    @property
+    def models_at_start(self) -> list[str] | None:
+        """What `load_models` names; None for every model of the store (`*`)."""
+        names = [part.strip() for part in self.load_models.split(",") if part.strip()]
+        return None if "*" in names else names
 
     @field_validator("log_level")
     @classmethod

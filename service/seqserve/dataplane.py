@@ -19,6 +19,7 @@ from seqserve.catalog import Catalog
 from seqserve.errors import SeqserveError, SessionNotFound
 from seqserve.inference import InferRequest, InferResponse, Tensor
 from seqserve.metrics import Metrics
+from seqserve.repository import Repository
 from seqserve.runner import ModelRunner
 from seqserve.session_api import SessionApi
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl, shown_id
@@ -56,6 +57,8 @@ class DataPlane:
         self.metrics.watch_sessions(self.sessions.store)
         self.catalog = Catalog(store)
         self.session_api = SessionApi(store, sessions, self.auth)
+        # Triton's repository extension: index, load, unload (explicit model control or a rescan now).
+        self.repository = Repository(store)
         # Bounds every front end applies to a request before decoding it, and this before using it.
         self.limits = limits or RequestLimits()
 
@@ -80,12 +83,16 @@ class DataPlane:
             except SeqserveError:
                 raise e from None
             labels = (known.name, str(known.version))
-            self.metrics.of(*labels).requests.inc()
+            failed = self.metrics.of(*labels)
+            failed.requests.inc()
+            failed.statistics.failed(time.perf_counter() - started)
             self.metrics.failed(*labels, type(e).__name__)
             raise
         series = self.metrics.of(response.model_name, response.model_version)
         series.requests.inc()
-        series.request_seconds.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        series.request_seconds.observe(took)
+        series.statistics.succeeded(took)
         return response
 
     async def _infer_stateless(self, request: InferRequest) -> InferResponse:

@@ -67,6 +67,20 @@ class PayloadTooLarge(SeqserveError):
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
+class PermissionDenied(SeqserveError):
+    """The caller's API key may not do this (loading and unloading models: `model_control_keys`)."""
+
+    http_status = HTTPStatus.FORBIDDEN
+    grpc_status = "PERMISSION_DENIED"
+
+
+class UnsupportedEncoding(SeqserveError):
+    """The request body is compressed with a `Content-Encoding` the server cannot inflate (Triton: 415)."""
+
+    http_status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    grpc_status = "UNIMPLEMENTED"
+
+
 class SessionConflict(SeqserveError):
     """Another request of the same session is being applied, or it was advanced elsewhere."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from seqserve.sessions.stores import StoreEvents
+from seqserve.statistics import VersionStatistics
 
 # Buckets from 100 us: a single streamed step on the CPU takes a fraction of a millisecond.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -24,6 +25,8 @@ class VersionMetrics:
     queue_seconds: Any
     compute_seconds: Any
     batch_size: Any
+    # Triton's statistics extension: plain counters beside the Prometheus series, gone with them.
+    statistics: VersionStatistics = field(default_factory=VersionStatistics)
 
 
 class Metrics:

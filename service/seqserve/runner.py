@@ -12,6 +12,7 @@ elsewhere by object identity, so nothing of a version outlives its runner.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ class ModelRunner:
         self._metrics = metrics
         self._labels = (name, str(version))
         self.series = metrics.of(*self._labels)
+        self.statistics = self.series.statistics
         if model.placement is not None:
             metrics.placement(name, str(version), model.placement.counts())
         self._scheduler: Scheduler | None = None
@@ -72,11 +74,12 @@ class ModelRunner:
             old.close()  # what it holds still runs; new requests go to its successor
 
     def _batcher(self, compute_thread: bool) -> Batcher:
-        compute_seconds, batch_size = self.series.compute_seconds, self.series.batch_size
+        compute_seconds, batch_size, statistics = self.series.compute_seconds, self.series.batch_size, self.statistics
 
-        def observe(requests: int, samples: int, seconds: float) -> None:
+        def observe(requests: int, samples: int, seconds: float, waited: float) -> None:
             compute_seconds.observe(seconds)
             batch_size.observe(samples)
+            statistics.ran(requests, waited, seconds)
 
         s = self.settings
         return Batcher(
@@ -92,11 +95,13 @@ class ModelRunner:
 
     def _direct(self) -> DirectRuns:
         queue_seconds, compute_seconds = self.series.queue_seconds, self.series.compute_seconds
+        statistics = self.statistics
 
         def observe(waited: float, computing: float) -> None:
             if waited:
                 queue_seconds.observe(waited)
             compute_seconds.observe(computing)
+            statistics.ran(1, waited, computing)
 
         return DirectRuns(
             self._run,
@@ -108,7 +113,10 @@ class ModelRunner:
 
     def _run(self, feeds: Feeds) -> Feeds:
         # A long run hands the memory it grew ONNX Runtime's arena by back when it ends.
-        return self.model.run(feeds, release_memory=long_run(feeds, self._timesteps))
+        began = time.perf_counter()
+        outputs = self.model.run(feeds, release_memory=long_run(feeds, self._timesteps))
+        self.statistics.executed(_samples(feeds), time.perf_counter() - began)
+        return outputs
 
     def _timesteps(self, feeds: Feeds) -> int:
         """The timesteps a request carries: the longest second dimension among inputs whose signature
@@ -131,9 +139,11 @@ class ModelRunner:
         # Counted on the event loop only, so no lock: admitted here, released when the run answers.
         self._in_flight += 1
         try:
-            return await scheduler.run(feeds, session, ends)
+            outputs = await scheduler.run(feeds, session, ends)
         finally:
             self._in_flight -= 1
+        self.statistics.inferred(_samples(feeds))
+        return outputs
 
     def zero_states(self, batch_size: int) -> dict[str, np.ndarray]:
         return self.model.zero_states(batch_size)
@@ -157,6 +167,12 @@ class ModelRunner:
             self._scheduler.close()
         self._metrics.forget(*self._labels)
         log.info("model %s version %d unloaded", self.name, self.version)
+
+
+def _samples(feeds: Feeds) -> int:
+    """The batch rows of a run: the first dimension of its tensors (1 for a model without one)."""
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 class RunnerFactory:

@@ -13,6 +13,7 @@ from typing import Protocol
 from seqserve.auth import ApiKeys, Authenticator
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
+from seqserve.errors import InvalidInput
 from seqserve.metrics import Metrics
 from seqserve.runner import RunnerFactory
 from seqserve.sessions.manager import SessionManager
@@ -55,9 +56,13 @@ def build_dataplane(settings: Settings) -> DataPlane:
         return None if count is None else count > 0
 
     store = ModelStore(
-        settings.store, RunnerFactory(settings, metrics), drain_seconds=settings.max_sequence_idle, in_use=in_use
+        settings.store,
+        RunnerFactory(settings, metrics),
+        drain_seconds=settings.max_sequence_idle,
+        in_use=in_use,
+        models=_models_at_start(settings),
     )
-    store.scan()
+    store.scan(store.served)
     keys = None if settings.api_keys_file is None else ApiKeys(settings.api_keys_file)
     auth = Authenticator(
         keys,
@@ -65,8 +70,23 @@ def build_dataplane(settings: Settings) -> DataPlane:
         settings.max_sessions,
         settings.max_sessions_per_key,
         settings.session_creations_per_key,
+        settings.model_controllers,
     )
     return DataPlane(store, sessions, metrics, auth, RequestLimits.from_settings(settings))
+
+
+def _models_at_start(settings: Settings) -> list[str] | None:
+    """The models served from the start under explicit control (None: every model, polled)."""
+    if settings.model_control == "poll":
+        return None
+    in_store = sorted(d.name for d in settings.store.iterdir() if d.is_dir()) if settings.store.is_dir() else []
+    names = settings.models_at_start
+    if names is None:
+        return [name for name in in_store if not name.startswith(".")]
+    missing = [name for name in names if name not in in_store]
+    if missing:
+        raise InvalidInput(f"SEQSERVE_LOAD_MODELS names {', '.join(missing)}, not in the model store {settings.store}")
+    return names
 
 
 async def _sweep_sessions(dataplane: DataPlane, every: float) -> None:
@@ -123,8 +143,10 @@ async def serve(settings: Settings) -> None:
             "serving REST on %s:%d, gRPC on %s:%d (0: off)",
             settings.host, settings.http_port, settings.host, settings.grpc_port,
         )  # fmt: skip
-        if settings.store_poll_seconds > 0:
-            tasks.append(asyncio.create_task(_follow_store(dataplane, settings.store_poll_seconds)))
+        # Under explicit control the scans re-read nothing, but unloaded versions still drain.
+        follow_every = settings.store_poll_seconds or (1.0 if settings.model_control == "explicit" else 0)
+        if follow_every > 0:
+            tasks.append(asyncio.create_task(_follow_store(dataplane, follow_every)))
         # Also refreshes the session counts /metrics reports, so it runs without an idle timeout too.
         sweep_every = min(max(settings.max_sequence_idle / 4, 0.05), 10.0) if settings.max_sequence_idle > 0 else 10.0
         tasks.append(asyncio.create_task(_sweep_sessions(dataplane, sweep_every)))

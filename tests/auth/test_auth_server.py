@@ -180,6 +180,24 @@ def test_starting_sequences_faster_than_a_keys_rate_is_429_with_retry_after(stor
         assert _post(server, _step_body(x[:, 1:2], 1), ALICE).status_code == 200  # continuing is not starting
 
 
+def test_only_the_keys_named_for_it_may_load_or_unload_models(server: RunningServer, store: Path) -> None:
+    """Loading writes the store every key is served from: with keys on it is for named keys only
+    (none are named on this server). Listing the repository is any key's."""
+    base = f"http://{server.http_url}/v2/repository"
+    for action in ["models/lstm/load", "models/lstm/unload"]:
+        refused = httpx.post(f"{base}/{action}", headers=_bearer(ALICE), timeout=TIMEOUT)
+        assert refused.status_code == 403, refused.text
+        assert "SEQSERVE_MODEL_CONTROL_KEYS" in refused.json()["error"]
+        assert httpx.post(f"{base}/{action}", timeout=TIMEOUT).status_code == 401
+    index = httpx.post(f"{base}/index", headers=_bearer(BOB), timeout=TIMEOUT)
+    assert index.status_code == 200 and index.json()[0]["name"] == "lstm"
+    with triton.InferenceServerClient(server.grpc_url) as client:
+        with pytest.raises(InferenceServerException) as denied:
+            client.unload_model("lstm", headers=_auth(ALICE))
+        assert denied.value.status() == "StatusCode.PERMISSION_DENIED"
+        assert client.is_model_ready("lstm")
+
+
 # -- gRPC ------------------------------------------------------------------------------------------
 
 

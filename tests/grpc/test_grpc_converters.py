@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 from google.protobuf import descriptor, descriptor_pool
+from tritonclient.grpc import model_config_pb2 as triton_config_pb
 from tritonclient.grpc import service_pb2 as triton_pb
 
 from seqserve.errors import InvalidInput
@@ -24,6 +25,15 @@ from seqserve.inference import InferResponse, ModelMetadata, Tensor, TensorMetad
 # -- the wire contract -------------------------------------------------------------------------------
 
 
+# Messages of which seqserve declares only the fields it fills (model_config.proto's ModelConfig
+# and its parts, the statistics without memory usage and per-response statistics). Each field it
+# declares must still be Triton's, number and type; every other message is Triton's whole.
+_SUBSETS = {
+    "ModelConfig", "ModelInput", "ModelOutput", "ModelInstanceGroup", "ModelDynamicBatching",
+    "ModelSequenceBatching", "StrategyOldest", "State", "ModelStatistics",
+}  # fmt: skip
+
+
 def _field_signature(field: descriptor.FieldDescriptor) -> tuple[object, ...]:
     return (
         field.name,
@@ -31,19 +41,36 @@ def _field_signature(field: descriptor.FieldDescriptor) -> tuple[object, ...]:
         field.type,
         field.is_repeated,
         field.message_type and field.message_type.full_name,
+        field.enum_type and field.enum_type.full_name,
     )
 
 
+def _assert_same_enum(ours: descriptor.EnumDescriptor, theirs: descriptor.EnumDescriptor) -> None:
+    assert {(v.name, v.number) for v in ours.values} <= {(v.name, v.number) for v in theirs.values}, ours.full_name
+
+
 def _assert_same_message(ours: descriptor.Descriptor, theirs: descriptor.Descriptor) -> None:
-    assert [_field_signature(f) for f in ours.fields] == [_field_signature(f) for f in theirs.fields], ours.full_name
-    assert [o.name for o in ours.oneofs] == [o.name for o in theirs.oneofs], ours.full_name
+    fields = [_field_signature(f) for f in ours.fields]
+    if ours.name in _SUBSETS:
+        by_number = {f.number: _field_signature(f) for f in theirs.fields}
+        assert [by_number.get(f.number) for f in ours.fields] == fields, ours.full_name
+        assert {o.name for o in ours.oneofs} <= {o.name for o in theirs.oneofs}, ours.full_name
+    else:
+        assert fields == [_field_signature(f) for f in theirs.fields], ours.full_name
+        assert [o.name for o in ours.oneofs] == [o.name for o in theirs.oneofs], ours.full_name
     for nested in ours.nested_types:
         _assert_same_message(nested, theirs.nested_types_by_name[nested.name])
+    for enum in ours.enum_types:
+        _assert_same_enum(enum, theirs.enum_types_by_name[enum.name])
 
 
 def test_every_message_matches_tritons_field_for_field() -> None:
+    # Triton's configuration messages live in its model_config.proto; the rest in grpc_service.proto.
+    theirs = {**triton_config_pb.DESCRIPTOR.message_types_by_name, **triton_pb.DESCRIPTOR.message_types_by_name}
     for name, ours in pb.DESCRIPTOR.message_types_by_name.items():
-        _assert_same_message(ours, triton_pb.DESCRIPTOR.message_types_by_name[name])
+        _assert_same_message(ours, theirs[name])
+    for name, enum in pb.DESCRIPTOR.enum_types_by_name.items():
+        _assert_same_enum(enum, triton_config_pb.DESCRIPTOR.enum_types_by_name[name])
 
 
 def test_every_rpc_matches_tritons_method() -> None:
@@ -59,6 +86,7 @@ def test_every_rpc_matches_tritons_method() -> None:
         assert (method.client_streaming, method.server_streaming) == (twin.client_streaming, twin.server_streaming)
     assert {m.name for m in ours.methods} == {
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer", "ModelStreamInfer",
+        "ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
     }  # fmt: skip
 
 

@@ -23,11 +23,13 @@ from seqserve.errors import (
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
+    PermissionDenied,
     SeqserveError,
     SessionConflict,
     SessionNotFound,
     StoreUnavailable,
     Unauthenticated,
+    UnsupportedEncoding,
 )
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
@@ -119,8 +121,10 @@ async def test_each_seqserve_error_becomes_its_own_grpc_code(
         (ModelNotFound, 404, grpc.StatusCode.NOT_FOUND),
         (SessionNotFound, 404, grpc.StatusCode.NOT_FOUND),
         (Unauthenticated, 401, grpc.StatusCode.UNAUTHENTICATED),
+        (PermissionDenied, 403, grpc.StatusCode.PERMISSION_DENIED),
         (SessionConflict, 409, grpc.StatusCode.ABORTED),
         (PayloadTooLarge, 413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (UnsupportedEncoding, 415, grpc.StatusCode.UNIMPLEMENTED),
         (LimitExceeded, 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (InferenceFailed, 500, grpc.StatusCode.INTERNAL),
         (ModelNotReady, 503, grpc.StatusCode.UNAVAILABLE),
@@ -136,7 +140,8 @@ def test_every_error_class_has_the_statuses_of_the_readme_table(
 
 def test_every_error_class_is_in_the_table_above() -> None:
     classes = {InvalidInput, ExportError, ModelNotFound, SessionNotFound, SessionConflict, PayloadTooLarge}
-    classes |= {LimitExceeded, InferenceFailed, ModelNotReady, StoreUnavailable, Unauthenticated}
+    classes |= {LimitExceeded, InferenceFailed, ModelNotReady, StoreUnavailable, Unauthenticated, UnsupportedEncoding}
+    classes |= {PermissionDenied}
     assert set(SeqserveError.__subclasses__()) == classes
 
 

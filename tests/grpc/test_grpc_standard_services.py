@@ -51,6 +51,7 @@ def test_reflection_describes_every_rpc_we_serve(channel: grpc.Channel) -> None:
     service = pool.FindServiceByName(INFERENCE_SERVICE)
     assert {m.name for m in service.methods} == {
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer", "ModelStreamInfer",
+        "ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
     }  # fmt: skip
     stream = service.methods_by_name["ModelStreamInfer"]
     assert stream.client_streaming and stream.server_streaming

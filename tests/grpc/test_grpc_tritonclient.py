@@ -92,7 +92,7 @@ def test_unknown_model_metadata_is_not_found(client: triton.InferenceServerClien
 
 def test_rpcs_seqserve_does_not_serve_are_unimplemented(client: triton.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as caught:
-        client.get_model_config("lstm")
+        client.get_system_shared_memory_status()
     assert _status(caught.value) == "StatusCode.UNIMPLEMENTED"
 
 

@@ -119,7 +119,8 @@ class Batcher:
         max_batch_size: int = 64,
         max_queue_delay: float = 0.0,
         sequence_batch_delay: float = 0.0,
-        on_batch: Callable[[int, int, float], None] | None = None,
+        # (requests, samples, seconds of the run, seconds the requests waited for it in all) per run
+        on_batch: Callable[[int, int, float, float], None] | None = None,
         name: str = "batch",
         timesteps: TimestepsFn | None = None,
     ) -> None:
@@ -327,7 +328,7 @@ class Batcher:
                 parts = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, live)
         except Exception as e:  # a failure outside the runs themselves (e.g. the thread pool is gone)
             parts = [e] * len(live)
-        self._record(len(live), sum(p.size for p in live), started)
+        self._record(live, started)
         for pending, part in zip(live, parts, strict=True):
             if pending.future.done():
                 continue
@@ -363,10 +364,14 @@ class Batcher:
             offset = end
         return parts
 
-    def _record(self, requests: int, samples: int, started: float) -> None:
-        self.stats.record(requests, samples)
+    def _record(self, live: list[_Pending], started: float) -> None:
+        samples, waited = 0, 0.0
+        for pending in live:
+            samples += pending.size
+            waited += started - pending.queued
+        self.stats.record(len(live), samples)
         if self._on_batch is not None:
-            self._on_batch(requests, samples, time.perf_counter() - started)
+            self._on_batch(len(live), samples, time.perf_counter() - started, waited)
 
 
 def _lower_priority() -> None:

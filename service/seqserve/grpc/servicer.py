@@ -20,14 +20,17 @@ import grpc
 
 from seqserve.dataplane import DataPlane
 from seqserve.errors import SeqserveError
-from seqserve.grpc import converters
+from seqserve.grpc import converters, extensions
 from seqserve.grpc.auth import caller_of
 from seqserve.grpc.generated import grpc_service_pb2 as pb
 from seqserve.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from seqserve.grpc.interceptor import internal_error_message
 from seqserve.grpc.status import grpc_code
+from seqserve.model_configuration import model_config
+from seqserve.statistics import model_statistics
 
 log = logging.getLogger(__name__)
+
 
 
 STOPPING = (
@@ -75,6 +78,38 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         metadata = self._dataplane.catalog.model_metadata(request.name, request.version or None)
         return converters.model_metadata_to_proto(metadata)
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        return extensions.model_config_to_proto(model_config(self._dataplane.store, request.name, request.version))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        statistics = model_statistics(self._dataplane.store, request.name, request.version)
+        return extensions.model_statistics_to_proto(statistics)
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        return extensions.repository_index_to_proto(self._dataplane.repository.index(ready_only=request.ready))
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        self._dataplane.auth.require_model_control(caller_of(self._dataplane.auth, context))
+        config, files = extensions.load_parameters(request.model_name, request.parameters)
+        await self._dataplane.repository.load(request.model_name, config, files)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        self._dataplane.auth.require_model_control(caller_of(self._dataplane.auth, context))
+        extensions.check_unload_parameters(request.model_name, request.parameters)
+        await self._dataplane.repository.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext

@@ -10,13 +10,16 @@ from seqserve import __version__
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.rest.auth import RequireApiKey
+from seqserve.rest.compression import CompressAnswers
 from seqserve.rest.error_handlers import install_error_handlers
 from seqserve.rest.health import health_router
 from seqserve.rest.inference import InferRouting, infer_routes
 from seqserve.rest.metadata import metadata_router
 from seqserve.rest.monitoring import monitoring_router
 from seqserve.rest.openapi import complete_document
+from seqserve.rest.repository import repository_router
 from seqserve.rest.sessions import sessions_router
+from seqserve.rest.triton import triton_router
 
 # FastAPI's own OpenTelemetry instrumentation probes the global OTel providers on every request
 # (~13 us here, a tenth of a streamed step's REST handling); seqserve's metrics are Prometheus, at /metrics.
@@ -38,13 +41,17 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     install_error_handlers(app)
     routes = infer_routes(dataplane, settings.max_request_bytes)
     app.router.routes[:0] = routes  # before /docs and the rest
-    app.add_middleware(InferRouting, routes=routes)  # first added: innermost, inside any added later
+    # Innermost: infer answers are compressed by the infer endpoint, which InferRouting hands them to.
+    app.add_middleware(CompressAnswers)
+    app.add_middleware(InferRouting, routes=routes)  # inside any added later
     if dataplane.auth.on:
         app.add_middleware(RequireApiKey, auth=dataplane.auth)
     app.include_router(health_router(dataplane))
+    app.include_router(triton_router(dataplane))  # before metadata: /v2/models/stats is not a model
     app.include_router(metadata_router(dataplane))
     app.include_router(sessions_router(dataplane, settings))
     app.include_router(monitoring_router(dataplane))
+    app.include_router(repository_router(dataplane, settings.max_request_bytes))
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Reading a request body under the configured size limit (HTTP 413 above it)."""
+"""Reading a request body under the configured size limit (HTTP 413 above it), inflated when the
+client compressed it (`Content-Encoding`, seqserve.rest.compression)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,27 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 
 from seqserve.errors import InvalidInput, PayloadTooLarge
+from seqserve.rest.compression import inflate, request_encoding
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body of a Starlette request; see `read_limited`."""
-    return await read_limited(request.stream(), request.headers.get("content-length"), limit)
+    """The whole body of a Starlette request, inflated; see `read_limited`."""
+    headers = request.headers
+    return await read_limited(request.stream(), headers.get("content-length"), limit, headers.get("content-encoding"))
 
 
-async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+async def read_limited(
+    chunks: AsyncIterator[bytes], declared: str | None, limit: int, content_encoding: str | None = None
+) -> bytes:
     """The body arriving as `chunks`, refused as early as possible when it is over `limit` bytes.
 
     A declared Content-Length over the limit is refused before a byte is read; a chunked body is
-    counted while it streams in, so an endless upload cannot fill the server's memory.
+    counted while it streams in, so an endless upload cannot fill the server's memory. A compressed
+    body (`content_encoding`) is held to the limit twice: as it arrives, and inflated, where the
+    inflation stops one byte past the limit (a zip bomb is refused, not inflated). An unknown
+    encoding is refused before a byte is read.
     """
+    encoding = request_encoding(content_encoding)
     if declared is not None:
         try:
             length = int(declared)
@@ -34,4 +43,6 @@ async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         parts.append(chunk)
-    return b"".join(parts)
+    body = b"".join(parts)
+    # No body is no body, whatever its declared encoding (a session created without states).
+    return body if encoding is None or not body else await inflate(body, encoding, limit)

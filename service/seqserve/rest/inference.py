@@ -20,6 +20,7 @@ from seqserve.errors import SeqserveError
 from seqserve.rest.auth import owner_of
 from seqserve.rest.binary_extension import HEADER_LENGTH
 from seqserve.rest.body import read_limited
+from seqserve.rest.compression import answer_encoding, compress, compressed_headers
 from seqserve.rest.decode_offload import BodyDecoder, DecodeFailed
 from seqserve.rest.encode import encode_response
 from seqserve.rest.error_handlers import error_response, seqserve_error_response, unexpected_error_message
@@ -49,10 +50,13 @@ class InferEndpoint:
         # ASGI header names are lower-case bytes; where a header repeats, the first counts (as in Starlette).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
-            body = await self._read(receive, headers.get("content-length"), name, version)
+            body = await self._read(receive, headers, name, version)
             content, response_headers = await self._answer(
                 name, version, body, headers.get(_HEADER_LENGTH), owner_of(scope)
             )
+            encoding = answer_encoding(headers.get("accept-encoding"), len(content))
+            if encoding is not None:  # Inference-Header-Content-Length still counts the uncompressed body
+                content = await compress(content, encoding)
         except _Disconnected:
             return
         except SeqserveError as e:
@@ -64,13 +68,18 @@ class InferEndpoint:
             return
         raw_headers = [(b"content-length", str(len(content)).encode("latin-1"))]
         raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers.items()]
+        if encoding is not None:
+            raw_headers = compressed_headers(raw_headers, encoding, len(content))
         await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def _read(self, receive: Receive, content_length: str | None, name: str, version: str | None) -> bytes:
-        """The body, under the size limit (`read_limited`); a refusal is logged like every failure."""
+    async def _read(self, receive: Receive, headers: dict[str, str], name: str, version: str | None) -> bytes:
+        """The body, inflated, under the size limit (`read_limited`); a refusal is logged like every failure."""
         try:
-            return await read_limited(_body_chunks(receive), content_length, self.max_request_bytes)
+            return await read_limited(
+                _body_chunks(receive), headers.get("content-length"), self.max_request_bytes,
+                headers.get("content-encoding"),
+            )  # fmt: skip
         except SeqserveError as e:
             log_failure(None, name, version, e)
             raise

@@ -20,6 +20,11 @@ scan. A version whose model.onnx or signature.json cannot be loaded is not ready
 breaks while the model serves is ignored, as Triton's polling does with a failed reload: the
 versions serving keep their last good settings until the file is fixed. A version that loads
 while the file is broken has no good settings to keep, so it is not ready until the file is fixed.
+
+Which models it serves: every model directory (poll mode, `models=None`), or only those it is told
+(explicit model control, `seqserve.repository`): then a scan re-reads nothing by itself, `load`
+(re)reads one model all or nothing, and `unload` removes one as if its directory were gone (its
+sessions drain the same way).
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from seqserve.errors import ModelNotFound, ModelNotReady, SeqserveError
+from seqserve.errors import InvalidInput, ModelNotFound, ModelNotReady, SeqserveError
 from seqserve.store.model_config import CONFIG_FILE, ModelConfig, read_config_bytes
 from seqserve.store.signature import MODEL_FILE, SIGNATURE_FILE, Signature
 
@@ -106,8 +111,17 @@ def _fingerprint(path: Path) -> tuple[tuple[int, int, int], ...]:
 
 
 class ModelStore:
-    def __init__(self, root: Path, loader: Loader, drain_seconds: float = 0.0, in_use: InUse = _unknown_use) -> None:
+    def __init__(
+        self,
+        root: Path,
+        loader: Loader,
+        drain_seconds: float = 0.0,
+        in_use: InUse = _unknown_use,
+        models: Iterable[str] | None = None,
+    ) -> None:
         self.root = Path(root)
+        # The models served: None for every model directory (poll mode), else only these (explicit).
+        self.served: frozenset[str] | None = None if models is None else frozenset(models)
         self._loader = loader
         self.drain_seconds = drain_seconds
         self._in_use = in_use
@@ -118,20 +132,77 @@ class ModelStore:
         # (and a problem logged) once per change.
         self._configs: dict[str, tuple[bytes | None, ModelConfig | SeqserveError]] = {}
 
-    def scan(self) -> None:
-        """Brings the loaded set in line with the directory: load new versions, unload removed ones."""
-        with self._scan_lock:
-            unloaded = self._rescan()
-        for entry in unloaded:  # after the swap: no request finds them any more
-            if entry.runner is not None:
-                entry.runner.close()
+    def scan(self, names: Collection[str] | None = None) -> None:
+        """Brings the loaded set in line with the directory: load new versions, unload removed ones.
 
-    def _rescan(self) -> list[ModelVersion]:
-        found = self._find_versions()
+        Re-reads the models `names` (of those served); by default every model in poll mode and none
+        under explicit control, where a scan only unloads drained versions."""
+        if names is None and self.served is not None:
+            names = ()
+        with self._scan_lock:
+            unloaded = self._rescan(names)
+        _close(unloaded)
+
+    def load(self, name: str, change: Callable[[], Callable[[], None]] | None = None) -> None:
+        """(Re)reads one model and serves it, all or nothing: when a version of it cannot serve, or it has
+        none, the served versions stay as they were and InvalidInput says why.
+
+        `change` writes the model's files first, under the same lock as scans (a poll never sees them
+        before this load does), and returns what takes them back if the load fails."""
+        with self._scan_lock:
+            undo_change = change() if change is not None else None
+            before = (self._models, self._draining, dict(self._configs), self.served)
+            if self.served is not None:
+                self.served = self.served | {name}
+            unloaded = self._rescan({name})
+            versions = self._models.get(name, {})
+            problems = [f"version {mv.version}: {mv.reason}" for mv in versions.values() if not mv.ready]
+            if not versions:
+                problems = [f"no version directory of {self.root / name} holds both {MODEL_FILE} and {SIGNATURE_FILE}"]
+            config = self._configs.get(name, (None, None))[1]
+            if isinstance(config, SeqserveError):  # versions serving would keep their old settings: say so
+                problems.insert(0, str(config))
+            if problems:
+                self._undo(name, before)
+                if undo_change is not None:
+                    undo_change()
+                raise InvalidInput(f"model '{name}' failed to load, nothing changed: {'; '.join(problems)}")
+        _close(unloaded)
+
+    def _undo(self, name: str, before: tuple[Any, Any, Any, Any]) -> None:
+        """Back to `before` after a failed `load` of `name`: runners it made closed, settings it told undone."""
+        old = {id(mv.runner): mv for mv in before[0].get(name, {}).values() if mv.runner is not None}
+        made = []
+        for entry in self._models.get(name, {}).values():
+            if entry.runner is None:
+                continue
+            previous = old.get(id(entry.runner))
+            if previous is None:
+                made.append(entry)
+            elif previous.config != entry.config:
+                entry.runner.configure(previous.config)
+        self._models, self._draining, self._configs, self.served = before
+        _close(made)
+
+    def unload(self, name: str) -> bool:
+        """Stops serving a model (explicit control) as if its directory were gone: its versions drain.
+        False when it was not served."""
+        with self._scan_lock:
+            if self.served is None or name not in self.served:
+                return False
+            self.served = self.served - {name}
+            unloaded = self._rescan({name})
+        _close(unloaded)
+        return True
+
+    def _rescan(self, names: Collection[str] | None) -> list[ModelVersion]:
+        """Re-reads the models `names` (all when None); the others' entries are kept as they are."""
+        found = self._find_versions(names)
         now = time.monotonic()
         draining = dict(self._draining)
         current = {(n, v): mv for n, vs in self._models.items() for v, mv in vs.items()}
-        updated: dict[str, dict[int, ModelVersion]] = {}
+        kept = {} if names is None else {n: vs for n, vs in self._models.items() if n not in names}
+        updated: dict[str, dict[int, ModelVersion]] = dict(kept)
         configs: dict[str, ModelConfig | SeqserveError] = {}
         for (name, version), path in sorted(found.items()):
             if name not in configs:
@@ -143,6 +214,8 @@ class ModelStore:
             updated.setdefault(name, {})[version] = self._configured(entry, configs[name])
         unloaded = []
         for key in current.keys() - found.keys():
+            if key[0] in kept:
+                continue
             entry = current[key]
             if self.drain_seconds > 0 and entry.ready:
                 log.info("model %s version %d removed from the store; its sessions may finish on it", *key)
@@ -154,7 +227,8 @@ class ModelStore:
             if drain.until <= now or self._in_use(*key) is False:
                 del draining[key]
                 unloaded.append(drain.entry)
-        self._configs = {name: self._configs[name] for name in configs}  # forget removed models
+        # Forget removed models.
+        self._configs = {name: self._configs[name] for name in (*configs, *kept) if name in self._configs}
         # One assignment each, so readers see the old set or the new one, never a mix.
         self._models, self._draining = updated, draining
         return unloaded
@@ -165,9 +239,7 @@ class ModelStore:
             entries = [mv for vs in self._models.values() for mv in vs.values()]
             entries += [drain.entry for drain in self._draining.values()]
             self._models, self._draining = {}, {}
-        for entry in entries:
-            if entry.runner is not None:
-                entry.runner.close()
+        _close(entries)
 
     def _read_config(self, name: str) -> ModelConfig | SeqserveError:
         """The model's config.yaml, parsed only when its bytes changed since the last scan."""
@@ -209,13 +281,27 @@ class ModelStore:
             entry.runner.configure(config)
         return replace(entry, config=config, state=READY, reason="", problem="")
 
-    def _find_versions(self) -> dict[tuple[str, int], Path]:
+    def model_dirs(self) -> list[str]:
+        """Every model directory of the store, served or not."""
+        if not self.root.is_dir():
+            return []
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+    def draining(self) -> list[ModelVersion]:
+        """Versions removed or unloaded whose sessions may still finish on them."""
+        return [drain.entry for drain in self._draining.values()]
+
+    def _find_versions(self, names: Collection[str] | None = None) -> dict[tuple[str, int], Path]:
         if not self.root.is_dir():
             log.warning("model store %s does not exist", self.root)
             return {}
         found = {}
         for model_dir in self.root.iterdir():
             if not model_dir.is_dir() or model_dir.name.startswith("."):
+                continue
+            if (names is not None and model_dir.name not in names) or (
+                self.served is not None and model_dir.name not in self.served
+            ):
                 continue
             for version_dir in model_dir.iterdir():
                 if is_version_dir(version_dir):
@@ -252,6 +338,10 @@ class ModelStore:
         try:
             versions = self._models[name]
         except KeyError:
+            if self.served is not None and name in self.model_dirs():
+                raise ModelNotFound(
+                    f"model '{name}' is not loaded (explicit model control: POST /v2/repository/models/{name}/load)"
+                ) from None
             raise ModelNotFound(f"unknown model '{name}'") from None
         return [versions[v] for v in sorted(versions)]
 
@@ -277,6 +367,7 @@ class ModelStore:
             if drain is None or drain.until <= now:
                 raise ModelNotFound(
                     f"version {version} of model '{name}', which this session runs on, was removed from the store"
+                    " or unloaded"
                 )
             drain.until = now + self.drain_seconds  # a session still steps on it: keep it a while longer
             entry = drain.entry
@@ -289,3 +380,10 @@ class ModelStore:
         if not mv.ready:
             raise ModelNotReady(f"model '{name}' version {mv.version} is not ready: {mv.reason}")
         return mv
+
+
+def _close(entries: Iterable[ModelVersion]) -> None:
+    """Closes the runners of versions no request can find any more."""
+    for entry in entries:
+        if entry.runner is not None:
+            entry.runner.close()

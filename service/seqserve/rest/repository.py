@@ -1,0 +1,73 @@
+"""Triton's model repository extension over REST: `POST /v2/repository/index`, `.../models/{m}/load|unload`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from seqserve.dataplane import DataPlane
+from seqserve.errors import InvalidInput
+from seqserve.repository import decode_file
+from seqserve.rest.auth import owner_of
+from seqserve.rest.body import read_body
+
+
+def repository_router(dataplane: DataPlane, max_request_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/v2/repository", tags=["repository"])
+
+    @router.post("/index")
+    async def index(request: Request) -> JSONResponse:
+        body = await _json_body(request, max_request_bytes, "index")
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInput(f"index: 'ready' must be true or false, got {ready!r}")
+        return JSONResponse([asdict(row) for row in dataplane.repository.index(ready_only=ready)])
+
+    @router.post("/models/{name}/load")
+    async def load(name: str, request: Request) -> Response:
+        dataplane.auth.require_model_control(owner_of(request.scope))
+        parameters = _parameters(await _json_body(request, max_request_bytes, f"load of model '{name}'"), name)
+        config = parameters.pop("config", None)
+        if config is not None and not isinstance(config, str):
+            raise InvalidInput(f"load of model '{name}': parameter 'config' must be a string of JSON")
+        files = {key: decode_file(key, value) for key, value in parameters.items()}
+        await dataplane.repository.load(name, config, files)
+        return JSONResponse({})  # an empty object, as the documented JSON answer
+
+    @router.post("/models/{name}/unload")
+    async def unload(name: str, request: Request) -> Response:
+        dataplane.auth.require_model_control(owner_of(request.scope))
+        parameters = _parameters(await _json_body(request, max_request_bytes, f"unload of model '{name}'"), name)
+        # No model here depends on another (no ensembles), so unload_dependents changes nothing.
+        dependents = parameters.pop("unload_dependents", False)
+        if not isinstance(dependents, bool) or parameters:
+            raise InvalidInput(f"unload of model '{name}': the only parameter is unload_dependents (true or false)")
+        await dataplane.repository.unload(name)
+        return JSONResponse({})  # an empty object, as the documented JSON answer
+
+    return router
+
+
+async def _json_body(request: Request, limit: int, what: str) -> dict[str, Any]:
+    """The request's JSON object; an empty body is an empty object (tritonclient sends one to index)."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{what}: the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{what}: the body must be a JSON object")
+    return body
+
+
+def _parameters(body: dict[str, Any], name: str) -> dict[str, Any]:
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"model '{name}': 'parameters' must be a JSON object")
+    return dict(parameters)
