@@ -31,8 +31,15 @@ $(TOOLS)/.installed:
 	$(TOOLS)/bin/python -m pip install --quiet checkov==3.3.30
 	touch $@
 
+# Triton's perf_analyzer, which tests/bench/test_perf_analyzer.py runs against a real server: the
+# binary of the tritonclient 2.41 wheel in an environment of its own (the script says why).
+PERF_ANALYZER ?= bench/.envs/perf_analyzer
+$(PERF_ANALYZER)/.installed: bench/setup_perf_analyzer.sh
+	PYTHON=$(PYTHON) bash bench/setup_perf_analyzer.sh
+	touch $@
+
 setup: $(VENV)/.serve-installed
-setup-test: $(VENV)/.test-installed $(TOOLS)/.installed system-deps
+setup-test: $(VENV)/.test-installed $(TOOLS)/.installed system-deps $(PERF_ANALYZER)/.installed
 
 # Debian packages the tests use for real: redis-server (session stores), nginx and envsubst (the
 # load balancer of the replica tests, rendered from deploy/nginx's template), docker-compose (which
