@@ -194,3 +194,32 @@ def test_model_control_setting_is_checked(store: Path) -> None:
     starting = running_server(store, env={"SEQSERVE_MODEL_CONTROL": "sometimes"}, timeout=20)
     with pytest.raises(RuntimeError, match="SEQSERVE_MODEL_CONTROL.*'poll' or 'explicit'"), starting:
         pass
+
+
+def test_the_same_over_grpc_with_tritonclient(explicit: RunningServer, store: Path, tmp_path: Path) -> None:
+    """Index, load (a config and files), unload and their errors through tritonclient.grpc."""
+    import tritonclient.grpc as triton_grpc
+
+    with triton_grpc.InferenceServerClient(explicit.grpc_url) as client:
+
+        def index() -> dict[tuple[str, str], str]:
+            return {(m.name, m.version): m.state for m in client.get_model_repository_index().models}
+
+        assert index() == {("embed", ""): "UNAVAILABLE", ("lstm", "1"): "READY"}
+        client.load_model("embed")
+        assert index()[("embed", "1")] == "READY" and client.is_model_ready("embed")
+        source = write_lstm_model(tmp_path / "elsewhere", "lstm", 7, seed=3, stateful=True)
+        files = {f"file:2/{name}": (source / name).read_bytes() for name in (MODEL_FILE, SIGNATURE_FILE)}
+        client.load_model("lstm", config=json.dumps({"max_batch_size": 4}), files=files)
+        assert index()[("lstm", "2")] == "READY"
+        assert (store / "lstm" / "2" / MODEL_FILE).read_bytes() == files[f"file:2/{MODEL_FILE}"]
+        client.unload_model("embed")
+        assert index()[("embed", "")] == "UNAVAILABLE"
+        for call, code in [
+            (lambda: client.unload_model("nothing"), "StatusCode.NOT_FOUND"),
+            (lambda: client.is_model_ready("embed"), "StatusCode.NOT_FOUND"),  # not loaded (README)
+            (lambda: client.load_model("lstm", config=json.dumps({"no_such_field": 1})), "StatusCode.INVALID_ARGUMENT"),
+        ]:
+            with pytest.raises(InferenceServerException) as refused:
+                call()
+            assert refused.value.status() == code, refused.value.message()
