@@ -288,7 +288,7 @@ class Settings(BaseSettings, ModelDefaults):
     @field_validator("open_endpoints")
     @classmethod
     def _open_endpoints(cls, value: str) -> str:
-        unknown = {part.strip() for part in value.split(",") if part.strip()} - set(OPEN_ENDPOINT_KINDS)
+        unknown = set(_listed(value)) - set(OPEN_ENDPOINT_KINDS)
         if unknown:
             raise ValueError(f"expected a comma-separated list of {', '.join(OPEN_ENDPOINT_KINDS)}, not {value!r}")
         return value
@@ -296,17 +296,17 @@ class Settings(BaseSettings, ModelDefaults):
     @property
     def model_controllers(self) -> frozenset[str]:
         """The key names `model_control_keys` lets load and unload models."""
-        return frozenset(part.strip() for part in self.model_control_keys.split(",") if part.strip())
+        return frozenset(_listed(self.model_control_keys))
 
     @property
     def open_to_anyone(self) -> frozenset[str]:
         """The kinds of endpoint `open_endpoints` lets through without an API key."""
-        return frozenset(part.strip() for part in self.open_endpoints.split(",") if part.strip())
+        return frozenset(_listed(self.open_endpoints))
 
     @property
     def models_at_start(self) -> list[str] | None:
         """What `load_models` names; None for every model of the store (`*`)."""
-        names = [part.strip() for part in self.load_models.split(",") if part.strip()]
+        names = _listed(self.load_models)
         return None if "*" in names else names
 
     @field_validator("log_level")
@@ -344,3 +344,8 @@ def allowed_range(field: FieldInfo) -> str:
                 text = words.format(f"{value:g}" if isinstance(value, float) else value)
                 low, high = (text, high) if attribute in ("ge", "gt") else (low, text)
     return f"{low} to {high}" if low and high else ""
+
+
+def _listed(value: str) -> list[str]:
+    """The names of a comma-separated setting, in order, blanks dropped."""
+    return [part.strip() for part in value.split(",") if part.strip()]
