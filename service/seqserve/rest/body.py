@@ -3,12 +3,15 @@ client compressed it (`Content-Encoding`, seqserve.rest.compression)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
 from seqserve.errors import InvalidInput, PayloadTooLarge
 from seqserve.rest.compression import inflate, request_encoding
+
+JOIN_INLINE_BYTES = 4 << 20
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -43,6 +46,7 @@ async def read_limited(
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         parts.append(chunk)
-    body = b"".join(parts)
+    # Joining 64 MiB takes ~30 ms; bytes.join lets go of the GIL for it, so a thread keeps the loop free.
+    body = b"".join(parts) if size <= JOIN_INLINE_BYTES else await asyncio.to_thread(b"".join, parts)
     # No body is no body, whatever its declared encoding (a session created without states).
     return body if encoding is None or not body else await inflate(body, encoding, limit)

@@ -1,31 +1,30 @@
 """A worker process that decodes one large REST body (`seqserve.rest.decode_offload`).
 
-Reads a pickled (body, header length, model name, version) from stdin, writes the pickled
-InferRequest, or the DecodeFailed that says why not, to stdout, and exits.
+Reads one job from stdin, writes the InferRequest, or the DecodeFailed that says why not, to
+stdout (both as `seqserve.rest.worker_pipe` frames them), and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import sys
 
 from seqserve.rest.decode_offload import DecodeFailed, decode_body
+from seqserve.rest.worker_pipe import read_job, send_result
 
 
 def main() -> int:
     # Background work: the server's event loop (health probes, streamed steps) gets the CPU first.
     with contextlib.suppress(OSError):
         os.nice(10)
-    body, header_length, name, version = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from the server
+    body, header_length, name, version = read_job(sys.stdin.buffer)
     try:
         result: object = decode_body(body, header_length, name, version)
     except DecodeFailed as e:
         result = e
     del body
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+    send_result(sys.stdout.buffer, result)
     return 0
 
 
