@@ -43,9 +43,10 @@ setup-test: $(VENV)/.test-installed $(TOOLS)/.installed system-deps $(PERF_ANALY
 
 # Debian packages the tests use for real: redis-server (session stores), nginx and envsubst (the
 # load balancer of the replica tests, rendered from deploy/nginx's template), docker-compose (which
-# parses the compose files; no Docker engine is needed). kubectl (for `kubectl kustomize`) is
-# expected on the machine.
-SYSTEM_PACKAGES := redis-server:redis-server nginx:nginx-light envsubst:gettext-base docker-compose:docker-compose
+# parses the compose files; no Docker engine is needed), chromium (the playground page's end-to-end
+# test, driven by Playwright). kubectl (for `kubectl kustomize`) is expected on the machine.
+SYSTEM_PACKAGES := redis-server:redis-server nginx:nginx-light envsubst:gettext-base docker-compose:docker-compose \
+  chromium:chromium
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \

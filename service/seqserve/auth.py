@@ -135,7 +135,11 @@ _REST_KINDS = (
     ("health", re.compile(r"/v2/health/(live|ready)|/v2/models/[^/]+(/versions/[^/]+)?/ready")),
     ("metrics", re.compile(r"/metrics")),
     ("metadata", re.compile(r"/v2|/v2/models/[^/]+(/versions/[^/]+)?|/openapi\.json|/docs(/oauth2-redirect)?|/redoc")),
+    ("page", re.compile(r"/ui(/[^/]*)?")),
 )
+# The playground's static files hold no data: a browser opens them without a key, and the page
+# sends the key the person gives it with each call it makes.
+_ALWAYS_OPEN = frozenset({"page"})
 _GRPC_KINDS = {
     "/inference.GRPCInferenceService/ServerLive": "health",
     "/inference.GRPCInferenceService/ServerReady": "health",
@@ -149,7 +153,7 @@ _GRPC_KINDS = {
 
 
 def rest_endpoint_kind(path: str) -> str | None:
-    """health, metrics or metadata for a REST path (without any root path), None for the rest."""
+    """health, metrics, metadata or page for a REST path (without any root path), None for the rest."""
     return next((kind for kind, pattern in _REST_KINDS if pattern.fullmatch(path)), None)
 
 
@@ -205,6 +209,6 @@ class Authenticator:
         return self.keys is not None
 
     def caller(self, kind: str | None, authorization: str | None) -> str | None:
-        if self.keys is None or (kind is not None and kind in self.open_to_anyone):
+        if self.keys is None or (kind is not None and (kind in self.open_to_anyone or kind in _ALWAYS_OPEN)):
             return None
         return self.keys.owner(authorization)

@@ -17,6 +17,7 @@ from seqserve.rest.inference import InferRouting, infer_routes
 from seqserve.rest.metadata import metadata_router
 from seqserve.rest.monitoring import monitoring_router
 from seqserve.rest.openapi import complete_document
+from seqserve.rest.playground import playground_router
 from seqserve.rest.repository import repository_router
 from seqserve.rest.sessions import sessions_router
 from seqserve.rest.triton import triton_router
@@ -52,6 +53,7 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app.include_router(sessions_router(dataplane, settings))
     app.include_router(monitoring_router(dataplane))
     app.include_router(repository_router(dataplane, settings.max_request_bytes))
+    app.include_router(playground_router())
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
