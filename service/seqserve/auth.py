@@ -191,10 +191,11 @@ class Authenticator:
                 f"API key '{owner}' may not load or unload models; name it in SEQSERVE_MODEL_CONTROL_KEYS"
             )
 
-    def admit_new_session(self, owner: str | None) -> None:
-        """A sequence start or a session creation by `owner`: LimitExceeded past its key's rate."""
+    def admit_new_session(self, owner: str | None, count: int = 1) -> None:
+        """A sequence start or a session creation by `owner` (`count` of them: a fork), all admitted or
+        none: LimitExceeded past its key's rate."""
         if owner is not None:
-            self.creations.take(owner)
+            self.creations.take(owner, count)
 
     def limits(self, limits: SessionLimits, owner: str | None) -> SessionLimits:
         """A model's session limits, with the caller's share when there is a caller: the setting, or

@@ -19,18 +19,20 @@ class PerKeyRate:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key name -> (tokens, when counted)
 
-    def take(self, key: str) -> None:
-        """Counts one event of `key`; LimitExceeded (429, with when to retry) past the rate."""
+    def take(self, key: str, count: int = 1) -> None:
+        """Counts `count` events of `key`, all or none; LimitExceeded (429, with when to retry) past the rate."""
         if self.per_second <= 0:
             return
+        if count > self.burst:  # waiting would never help
+            raise LimitExceeded(f"API key '{key}' {self.what} at most {self.burst:g} at once; {count} were asked for")
         now = self._clock()
         tokens, then = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - then) * self.per_second)
-        if tokens < 1:
-            wait = (1 - tokens) / self.per_second
+        if tokens < count:
+            wait = (count - tokens) / self.per_second
             self._buckets[key] = (tokens, now)
             raise LimitExceeded(
                 f"API key '{key}' {self.what} faster than {self.per_second:g} per second; retry in {wait:.2g} s",
                 retry_after=wait,
             )
-        self._buckets[key] = (tokens - 1, now)
+        self._buckets[key] = (tokens - count, now)

@@ -59,7 +59,7 @@ class ModelRunner:
         """Applies the model's (new) config.yaml: to the next runs, and to sessions' next saves."""
         self.settings = ModelSettings.resolve(self._defaults, config)
         s = self.settings
-        self.limits = SessionLimits(s.max_sessions, s.max_session_bytes, s.max_sequence_idle)
+        self.limits = SessionLimits(s.max_sessions, s.max_session_bytes, s.max_sequence_idle, history=s.session_history)
         old = self._scheduler
         batched = s.batching and batchable(self.signature)
         compute_thread = s.batch_compute == "thread" or (s.batch_compute == "auto" and self.model.on_cuda)

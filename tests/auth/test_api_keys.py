@@ -146,6 +146,16 @@ def test_a_keys_rate_refuses_past_its_burst_says_when_to_retry_and_leaves_other_
     PerKeyRate("x", per_second=0).take("alice")  # 0: no bound
 
 
+def test_a_fork_is_admitted_whole_or_not_at_all() -> None:
+    rate = PerKeyRate("creates sessions", per_second=4, clock=lambda: 0.0)
+    rate.take("alice", 3)
+    with pytest.raises(LimitExceeded, match="faster than 4 per second"):
+        rate.take("alice", 2)  # two forks, one place: neither is admitted
+    rate.take("alice")  # the refused two took nothing
+    with pytest.raises(LimitExceeded, match="at most 4 at once; 5 were asked for"):
+        rate.take("bob", 5)
+
+
 def test_the_server_listens_on_this_machine_only_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without keys anyone who reaches the port can use every session: by default that is this
     machine. The container image, reached through its orchestrator's network, listens on all."""

@@ -31,6 +31,7 @@ CHUNKS = [(0, 2), (2, 3), (3, 6)]
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("client")
     write_lstm_model(root, "lstm", 1, stateful=True)
+    (root / "lstm" / "config.yaml").write_text("session_history: 4\n")
     return root
 
 
@@ -70,6 +71,32 @@ def test_states_exported_from_one_session_continue_in_another(server: RunningSer
             assert c.batch_size == 2
             again = client.attach("lstm", c.id)
             assert again.sequence_step == 0 and again.batch_size == 2
+
+
+def test_forks_go_on_independently_and_a_rewind_continues_from_its_step(server: RunningServer, store: Path) -> None:
+    a, b, c, d = (_x(seed)[:, :2] for seed in (10, 11, 12, 13))
+    with Client(server.http_url) as client, client.session("lstm") as s:
+        s.step(a)
+        s.step(b)
+        left, right = s.fork(2)
+        earlier = s.fork(step=1)[0]
+        assert (left.sequence_step, earlier.sequence_step, left.model) == (2, 1, "lstm")
+        s.rewind(1)
+        assert s.sequence_step == 1
+        np.testing.assert_allclose(s.step(c)["sequence"], _whole(store, np.concatenate([a, c], 1))[:, 2:], atol=1e-6)
+        np.testing.assert_allclose(
+            left.step(c)["sequence"], _whole(store, np.concatenate([a, b, c], 1))[:, 4:], atol=1e-6
+        )
+        np.testing.assert_allclose(
+            right.step(d)["sequence"], _whole(store, np.concatenate([a, b, d], 1))[:, 4:], atol=1e-6
+        )
+        np.testing.assert_allclose(
+            earlier.step(d)["sequence"], _whole(store, np.concatenate([a, d], 1))[:, 2:], atol=1e-6
+        )
+        with pytest.raises(InvalidInput, match="is not kept"):
+            left.rewind(7)
+        for fork in (left, right, earlier):
+            fork.end()
 
 
 def test_errors_are_typed(server: RunningServer) -> None:

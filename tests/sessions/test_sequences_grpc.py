@@ -510,6 +510,7 @@ def test_reflection_describes_the_session_service(server: RunningServer) -> None
         assert "seqserve.SessionService" in database.get_services()
         # What grpcurl does: fetch the file defining the service (and the file it imports).
         service = descriptor_pool.DescriptorPool(database).FindServiceByName("seqserve.SessionService")
-        assert {m.name for m in service.methods} == {"CreateSession", "GetSession", "SetSessionState", "EndSession"}
+        methods = {"CreateSession", "GetSession", "SetSessionState", "EndSession", "ForkSession", "RewindSession"}
+        assert {m.name for m in service.methods} == methods
         states = service.methods_by_name["SetSessionState"].input_type.fields_by_name["states"]
         assert states.message_type.full_name == "inference.ModelInferRequest.InferInputTensor"

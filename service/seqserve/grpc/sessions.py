@@ -1,5 +1,5 @@
 """seqserve.SessionService over the data plane: our session API (server-issued ids, state read and
-replaced, explicit end) for gRPC clients. Decode, call, encode, nothing else.
+replaced, fork, rewind, explicit end) for gRPC clients. Decode, call, encode, nothing else.
 
 Errors are not handled here: a SeqserveError raised by a method becomes its gRPC status in
 `seqserve.grpc.interceptor`, as for the inference service.
@@ -49,6 +49,34 @@ class SessionServicer(SessionServiceServicer):
     ) -> spb.EndSessionResponse:
         await self._dataplane.session_api.end(*_address(request), self._caller(context))
         return spb.EndSessionResponse()
+
+    async def ForkSession(
+        self, request: spb.ForkSessionRequest, context: grpc.aio.ServicerContext
+    ) -> spb.ForkSessionResponse:
+        step = request.step if request.HasField("step") else None
+        forks = await self._dataplane.session_api.fork(
+            _required(request.model_name, "model_name"),
+            _sequence(request),
+            request.count or 1,
+            step,
+            self._caller(context),
+        )
+        return spb.ForkSessionResponse(sessions=[converters.session_to_proto(f) for f in forks])
+
+    async def RewindSession(self, request: spb.RewindSessionRequest, context: grpc.aio.ServicerContext) -> spb.Session:
+        info = await self._dataplane.session_api.rewind(
+            _required(request.model_name, "model_name"), _sequence(request), request.step, self._caller(context)
+        )
+        return converters.session_to_proto(info)
+
+
+def _sequence(request: spb.ForkSessionRequest | spb.RewindSessionRequest) -> int | str:
+    """The session or sequence named: `session_id` (a string) or `sequence_id` (a uint64), one of them."""
+    if request.session_id and request.sequence_id:
+        raise InvalidInput("give 'session_id' or 'sequence_id', not both")
+    if request.sequence_id:
+        return int(request.sequence_id)
+    return _required(request.session_id, "session_id")
 
 
 def _address(request: spb.GetSessionRequest | spb.SetSessionStateRequest | spb.EndSessionRequest) -> tuple[str, str]:

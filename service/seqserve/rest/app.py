@@ -10,6 +10,7 @@ from seqserve import __version__
 from seqserve.config import Settings
 from seqserve.dataplane import DataPlane
 from seqserve.rest.auth import RequireApiKey
+from seqserve.rest.branches import branches_router
 from seqserve.rest.compression import CompressAnswers
 from seqserve.rest.error_handlers import install_error_handlers
 from seqserve.rest.health import health_router
@@ -51,6 +52,7 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app.include_router(triton_router(dataplane))  # before metadata: /v2/models/stats is not a model
     app.include_router(metadata_router(dataplane))
     app.include_router(sessions_router(dataplane, settings))
+    app.include_router(branches_router(dataplane))
     app.include_router(monitoring_router(dataplane))
     app.include_router(repository_router(dataplane, settings.max_request_bytes))
     app.include_router(playground_router())

@@ -8,6 +8,7 @@ inference response whose `id` is the session id and whose `parameters` say where
     GET    /v2/models/{name}/sessions/{session_id}     read its states
     PUT    /v2/models/{name}/sessions/{session_id}     replace its states (Keras reset_states(states=...))
     DELETE /v2/models/{name}/sessions/{session_id}     end it
+    POST   .../sessions/{session_id}/fork | /rewind    copy it, set it back (seqserve.rest.branches)
 
 A created session is driven with ordinary infer requests whose `sequence_id` is the session id.
 """
@@ -44,7 +45,7 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
 
     async def create(request: Request, name: str, version: str | None) -> Response:
         states = await states_in(request, name, version)
-        return _session_response(await dataplane.session_api.create(name, version, states, _owner(request)))
+        return session_response(await dataplane.session_api.create(name, version, states, _owner(request)))
 
     @router.post("/{name}/sessions", openapi_extra=_STATES_IN, responses=_ANSWERS)
     async def create_latest(request: Request, name: str) -> Response:
@@ -56,14 +57,12 @@ def sessions_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
 
     @router.get("/{name}/sessions/{session_id}", responses=_ANSWERS)
     async def read(request: Request, name: str, session_id: str) -> Response:
-        return _session_response(await dataplane.session_api.get(name, session_id, _owner(request)))
+        return session_response(await dataplane.session_api.get(name, session_id, _owner(request)))
 
     @router.put("/{name}/sessions/{session_id}", openapi_extra=_STATES_IN, responses=_ANSWERS)
     async def replace(request: Request, name: str, session_id: str) -> Response:
         states = await states_in(request, name, None)
-        return _session_response(
-            await dataplane.session_api.set_states(name, session_id, states, _owner(request))
-        )
+        return session_response(await dataplane.session_api.set_states(name, session_id, states, _owner(request)))
 
     @router.delete("/{name}/sessions/{session_id}", responses={200: _ENDED, **ERRORS})
     async def end(request: Request, name: str, session_id: str) -> Response:
@@ -77,7 +76,7 @@ def _owner(request: Request) -> str | None:
     return owner_of(request.scope)
 
 
-def _session_response(info: SessionInfo) -> Response:
+def session_response(info: SessionInfo) -> Response:
     response = InferResponse(
         model_name=info.model_name,
         model_version=info.model_version,

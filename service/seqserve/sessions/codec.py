@@ -1,7 +1,9 @@
 """A session record as the bytes Redis stores: a fixed binary header, then each group of arrays
 (the states, and the answer a numbered step keeps) as a short JSON description and the raw bytes,
-then, flagged in the header, the digest of a numbered step's request (which readers that do not
-know the flag ignore, and records written before it lack).
+then, flagged in the header, the digest of a numbered step's request, then, flagged too, the
+session's history (`seqserve.sessions.history`): a count, and per kept step its step number, batch
+size and group of arrays. Readers that do not know a flag ignore what it adds (they see a session
+without history); records written before a flag lack it and read as before.
 
 Saved once per step, so it is made to be cheap: the description of a packed group is made once per
 layout (`seqserve.sessions.packed`), the header is a struct, and the arrays are one copy of a
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from seqserve.sessions.history import History, KeptState
 from seqserve.sessions.packed import PackedStates
 from seqserve.sessions.state import SessionState
 
@@ -23,7 +26,10 @@ _MAGIC = b"SQS2"
 # magic, model version, batch size, step, generation, last used, flags, model name length,
 # states description length, states bytes, outputs description length, outputs bytes
 _HEADER = struct.Struct("<4sqqqqdBIIQIQ")
-_HAS_OUTPUTS, _ENDED, _HAS_REQUEST = 1, 2, 4
+_HAS_OUTPUTS, _ENDED, _HAS_REQUEST, _HAS_HISTORY = 1, 2, 4, 8
+# per kept step: step, batch size, description length, bytes
+_KEPT = struct.Struct("<qqIQ")
+_COUNT = struct.Struct("<I")
 REQUEST_DIGEST_BYTES = 16
 
 
@@ -36,11 +42,14 @@ def encode(state: SessionState) -> bytes:
     if request:
         assert len(request) == REQUEST_DIGEST_BYTES
         flags |= _HAS_REQUEST
+    history = _history(state.history)
+    if history:
+        flags |= _HAS_HISTORY
     header = _HEADER.pack(
         _MAGIC, state.version, state.batch_size, state.step, state.generation, state.last_used, flags, len(model),
         len(states_description), len(states), len(outputs_description), len(outputs),
     )  # fmt: skip
-    return b"".join((header, model, states_description, states, outputs_description, outputs, request))
+    return b"".join((header, model, states_description, states, outputs_description, outputs, request, *history))
 
 
 class UnreadableRecord(ValueError):
@@ -68,6 +77,8 @@ def _decode(blob: bytes) -> SessionState:
         request = bytes(view[offset : offset + REQUEST_DIGEST_BYTES])
         if len(request) != REQUEST_DIGEST_BYTES:
             raise ValueError("the request digest is cut short")
+        offset += REQUEST_DIGEST_BYTES
+    history = _unhistory(view, offset) if flags & _HAS_HISTORY else ()
     return SessionState(
         model=model,
         version=version,
@@ -79,7 +90,29 @@ def _decode(blob: bytes) -> SessionState:
         last_used=last_used,
         ended=bool(flags & _ENDED),
         generation=generation,
+        history=history,
     )
+
+
+def _history(history: History) -> list[bytes]:
+    if not history:
+        return []
+    parts = [_COUNT.pack(len(history))]
+    for kept in history:
+        description, data = _group(kept.states)
+        parts += [_KEPT.pack(kept.step, kept.batch_size, len(description), len(data)), description, data]
+    return parts
+
+
+def _unhistory(view: memoryview, offset: int) -> History:
+    (count,) = _COUNT.unpack_from(view, offset)
+    offset += _COUNT.size
+    kept = []
+    for _ in range(count):
+        step, batch_size, description_length, length = _KEPT.unpack_from(view, offset)
+        states, offset = _ungroup(view, offset + _KEPT.size, description_length, length)
+        kept.append(KeptState(step, batch_size, states))
+    return tuple(kept)
 
 
 def _group(arrays: Mapping[str, np.ndarray]) -> tuple[bytes, bytes]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from seqserve.sessions.history import History, KeptState, history_nbytes
 from seqserve.sessions.packed import nbytes as packed_nbytes
 from seqserve.sessions.packed import pack
 
@@ -47,6 +48,9 @@ class SessionState:
     # (`new_generation`), kept by every step that continues it. A copy behind the store on the same
     # generation missed steps made elsewhere; a different one means the session was restarted or replaced.
     generation: int = 0
+    # The states after its last steps before this one, oldest first (`seqserve.sessions.history`):
+    # kept only when its model's session_history is on, for rewind and fork from a past step.
+    history: History = ()
     # Served from a replica's own copy rather than read from the store: possibly stale (not stored).
     from_copy: bool = field(default=False, repr=False, compare=False)
     _nbytes: int = field(init=False, repr=False, compare=False, default=0)
@@ -58,8 +62,15 @@ class SessionState:
             self.last_outputs = pack(self.last_outputs)
         # Counted once: a record is never changed in place (a new step makes a new record), and the
         # store's byte accounting must see the same size when a record is added and when it is dropped.
-        self._nbytes = packed_nbytes(self.states) + (packed_nbytes(self.last_outputs) if self.last_outputs else 0)
+        outputs = packed_nbytes(self.last_outputs) if self.last_outputs else 0
+        self._nbytes = packed_nbytes(self.states) + outputs + history_nbytes(self.history)
 
     @property
     def nbytes(self) -> int:
+        """What the record holds in arrays, its history included: what the memory limits count."""
         return self._nbytes
+
+    @property
+    def kept(self) -> KeptState:
+        """Its current states as a history entry."""
+        return KeptState(self.step, self.batch_size, self.states)

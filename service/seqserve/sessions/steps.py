@@ -23,6 +23,8 @@ to share between replicas:
    retry), compare-and-set on the revision read in 2: of two writers racing (a retry on another
    replica), one wins and the other gets ABORTED, and nothing is half-applied. A failure in any
    phase leaves the stored session as it was.
+   With the model's `session_history` on, the record also keeps the states this step started
+   from (phase 5) in its history, for rewind and fork (`seqserve.sessions.history`).
 
 A store may answer phase 2 from a copy this replica kept (Redis: no read for a continuing step).
 Such a copy is stale when another replica served a step since; then the gap check (4) or the
@@ -42,6 +44,7 @@ from seqserve.errors import InvalidInput, SessionConflict, SessionNotFound
 from seqserve.inference import Tensor
 from seqserve.sessions.codec import REQUEST_DIGEST_BYTES
 from seqserve.sessions.control import SEQUENCE_STEP, SequenceControl
+from seqserve.sessions.history import History, KeptState, extended
 from seqserve.sessions.state import SessionState, new_generation
 from seqserve.sessions.stores import SessionLimits, StateStore, gone_message
 from seqserve.store.signature import Signature
@@ -94,13 +97,15 @@ def request_digest(inputs: Sequence[Tensor], end: bool) -> bytes:
 class SequenceStep:
     """One request of a sequence, from its load to its save (the module docstring gives the order)."""
 
-    __slots__ = ("store", "key", "control", "model", "previous", "request")
+    __slots__ = ("store", "key", "control", "model", "previous", "request", "started_from")
 
     def __init__(
         self, store: StateStore, key: str, control: SequenceControl, model: str, previous: SessionState | None
     ) -> None:
         self.store, self.key, self.control, self.model, self.previous = store, key, control, model, previous
         self.request: bytes | None = None  # the digest of a numbered step's request (`replay`)
+        # The states this step ran from, as the session's history keeps them (`states`).
+        self.started_from: KeptState | None = None
 
     @classmethod
     async def begin(
@@ -138,10 +143,12 @@ class SequenceStep:
         if previous is None:
             return None
         if step == previous.step and previous.last_outputs is not None:
+            if previous.from_copy:
+                # A retry is rare and the copy may be behind a rewind or a state import made on
+                # another replica: its stored answer is given only once the store confirms it.
+                raise StaleCopy(f"{self.control.describe()}: step {step} is answered from the stored record")
             if previous.last_request in (None, self.request):  # None: stored before digests were kept
                 return previous.last_outputs
-            if previous.from_copy:  # the copy may be of another run of the sequence: ask the store
-                raise StaleCopy(f"{self.control.describe()}: this replica's copy has another step {step}")
             raise SessionConflict(
                 f"step {step} of {self.control.describe()} was applied with other inputs: a retry must send the "
                 f"same request; the next step is {previous.step + 1}"
@@ -172,12 +179,16 @@ class SequenceStep:
         if previous is None or not previous.states:  # a start, or the first step of a created session
             states = zero_states(batch_size)
             states.update(validate_states(signature, seeded, batch_size))
+            step = 0 if previous is None else previous.step
+            by_name = {spec.name: states[spec.input] for spec in signature.states}
+            self.started_from = KeptState(step, batch_size, by_name)
             return states
         if batch_size != previous.batch_size:
             raise InvalidInput(
                 f"{self.control.describe()} has batch size {previous.batch_size} (set by its first request), "
                 f"this request has {batch_size}"
             )
+        self.started_from = previous.kept
         return {spec.input: previous.states[spec.name] for spec in signature.states}
 
     async def save(
@@ -222,6 +233,9 @@ class SequenceStep:
         # A numbered last step leaves an ended record holding its answer (no states), so a retry of
         # it is answered again rather than told the sequence has ended.
         outputs = {spec.name: results[spec.name] for spec in signature.outputs} if control.step is not None else None
+        history: History = ()
+        if limits.history > 0 and not control.end and self.started_from is not None:
+            history = extended(self.previous.history if self.previous else (), self.started_from, limits.history)
         record = SessionState(
             model=self.model,
             version=version,
@@ -231,6 +245,7 @@ class SequenceStep:
             last_outputs=outputs,
             last_request=self.request,
             ended=control.end,
+            history=history,
         )
         # A continuing step is the same run of the sequence; a start begins a new one.
         record.generation = self.previous.generation if self.previous is not None else new_generation()

@@ -8,9 +8,10 @@ A session that is gone answers *why* (ended, expired, evicted), never silently w
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from seqserve.errors import LimitExceeded, SessionConflict, SessionNotFound
@@ -62,6 +63,20 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def count(self) -> int: ...
 
+    async def create_all(self, records: Sequence[tuple[str, SessionState]], limits: SessionLimits) -> None:
+        """Creates new sessions, all of them or none: when one is refused (a limit), those written are
+        deleted again before the error is raised. Their ids were never handed out, so no client can
+        have used them in between. Written at once, so that Redis takes them in one round trip."""
+        saves = [self.save(key, state, None, limits=limits) for key, state in records]
+        outcomes = await asyncio.gather(*saves, return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if not failed:
+            return
+        for (key, _), outcome in zip(records, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                await self.delete(key, reason="was never created (the request creating it was refused)")
+        raise failed[0]
+
     async def sweep(self) -> int:
         """Drops expired sessions; returns how many. Stores that expire by themselves do nothing."""
         return 0
@@ -91,6 +106,9 @@ class SessionLimits:
     idle_timeout: float | None = None
     # With API keys on: the sessions one key may hold, over every model (its share of the server).
     max_per_owner: int | None = None
+    # Past states each session keeps for rewind and fork (session_history; 0: none). Its bytes count
+    # in max_bytes like the current states.
+    history: int = 0
 
 
 class _Pool:

@@ -12,6 +12,7 @@ sessions; sessions already stored keep their expiry until their next step).
     max_sequence_idle: 60     # seconds an idle sequence keeps its state
     max_sessions: 1000        # sessions of this model at once
     max_session_bytes: 10000000
+    session_history: 8        # past steps each session keeps, for rewind and fork from a past step
 
 The fields are declared once: those the server gives defaults for in `seqserve.config.ModelDefaults`,
 the model's own bounds in `ModelSettings`. `ModelConfig`, the file, is every one of them made
@@ -48,6 +49,13 @@ class ModelSettings(ModelDefaults):
     )
     max_session_bytes: int | None = Field(
         None, ge=1, le=1 << 40, description="State bytes of this model's sessions (memory store)."
+    )
+    session_history: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Past states each session keeps (one per step, the newest N) so that a client can rewind "
+        "it or fork it from a past step; they count in max_session_bytes. 0: none.",
     )
 
     @classmethod

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import grpc_service_pb2 as grpc__service__pb2
 
 
-DESCRIPTOR = grpc__service__pb2.DESCRIPTOR.pool.AddSerializedFile(b'\n\x15session_service.proto\x12\x08seqserve\x1a\x12grpc_service.proto\"\x9c\x01\n\x14\x43reateSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12=\n\x06states\x18\x03 \x03(\x0b\x32-.inference.ModelInferRequest.InferInputTensor\x12\x1a\n\x12raw_state_contents\x18\x04 \x03(\x0c\";\n\x11GetSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x9b\x01\n\x16SetSessionStateRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12=\n\x06states\x18\x03 \x03(\x0b\x32-.inference.ModelInferRequest.InferInputTensor\x12\x1a\n\x12raw_state_contents\x18\x04 \x03(\x0c\";\n\x11\x45ndSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x14\n\x12\x45ndSessionResponse\"\xc7\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12\x12\n\nbatch_size\x18\x05 \x01(\x04\x12?\n\x06states\x18\x06 \x03(\x0b\x32/.inference.ModelInferResponse.InferOutputTensor\x12\x1a\n\x12raw_state_contents\x18\x07 \x03(\x0c\x32\xab\x02\n\x0eSessionService\x12\x44\n\rCreateSession\x12\x1e.seqserve.CreateSessionRequest\x1a\x11.seqserve.Session\"\x00\x12>\n\nGetSession\x12\x1b.seqserve.GetSessionRequest\x1a\x11.seqserve.Session\"\x00\x12H\n\x0fSetSessionState\x12 .seqserve.SetSessionStateRequest\x1a\x11.seqserve.Session\"\x00\x12I\n\nEndSession\x12\x1b.seqserve.EndSessionRequest\x1a\x1c.seqserve.EndSessionResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = grpc__service__pb2.DESCRIPTOR.pool.AddSerializedFile(b'\n\x15session_service.proto\x12\x08seqserve\x1a\x12grpc_service.proto\"\x9c\x01\n\x14\x43reateSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12=\n\x06states\x18\x03 \x03(\x0b\x32-.inference.ModelInferRequest.InferInputTensor\x12\x1a\n\x12raw_state_contents\x18\x04 \x03(\x0c\";\n\x11GetSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x9b\x01\n\x16SetSessionStateRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12=\n\x06states\x18\x03 \x03(\x0b\x32-.inference.ModelInferRequest.InferInputTensor\x12\x1a\n\x12raw_state_contents\x18\x04 \x03(\x0c\";\n\x11\x45ndSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x14\n\x12\x45ndSessionResponse\"|\n\x12\x46orkSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0bsequence_id\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x11\n\x04step\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_step\":\n\x13\x46orkSessionResponse\x12#\n\x08sessions\x18\x01 \x03(\x0b\x32\x11.seqserve.Session\"a\n\x14RewindSessionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0bsequence_id\x18\x03 \x01(\x04\x12\x0c\n\x04step\x18\x04 \x01(\x04\"\xc7\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12\x12\n\nbatch_size\x18\x05 \x01(\x04\x12?\n\x06states\x18\x06 \x03(\x0b\x32/.inference.ModelInferResponse.InferOutputTensor\x12\x1a\n\x12raw_state_contents\x18\x07 \x03(\x0c\x32\xbf\x03\n\x0eSessionService\x12\x44\n\rCreateSession\x12\x1e.seqserve.CreateSessionRequest\x1a\x11.seqserve.Session\"\x00\x12>\n\nGetSession\x12\x1b.seqserve.GetSessionRequest\x1a\x11.seqserve.Session\"\x00\x12H\n\x0fSetSessionState\x12 .seqserve.SetSessionStateRequest\x1a\x11.seqserve.Session\"\x00\x12I\n\nEndSession\x12\x1b.seqserve.EndSessionRequest\x1a\x1c.seqserve.EndSessionResponse\"\x00\x12L\n\x0b\x46orkSession\x12\x1c.seqserve.ForkSessionRequest\x1a\x1d.seqserve.ForkSessionResponse\"\x00\x12\x44\n\rRewindSession\x12\x1e.seqserve.RewindSessionRequest\x1a\x11.seqserve.Session\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,8 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDSESSIONREQUEST']._serialized_end=492
   _globals['_ENDSESSIONRESPONSE']._serialized_start=494
   _globals['_ENDSESSIONRESPONSE']._serialized_end=514
-  _globals['_SESSION']._serialized_start=517
-  _globals['_SESSION']._serialized_end=716
-  _globals['_SESSIONSERVICE']._serialized_start=719
-  _globals['_SESSIONSERVICE']._serialized_end=1018
+  _globals['_FORKSESSIONREQUEST']._serialized_start=516
+  _globals['_FORKSESSIONREQUEST']._serialized_end=640
+  _globals['_FORKSESSIONRESPONSE']._serialized_start=642
+  _globals['_FORKSESSIONRESPONSE']._serialized_end=700
+  _globals['_REWINDSESSIONREQUEST']._serialized_start=702
+  _globals['_REWINDSESSIONREQUEST']._serialized_end=799
+  _globals['_SESSION']._serialized_start=802
+  _globals['_SESSION']._serialized_end=1001
+  _globals['_SESSIONSERVICE']._serialized_start=1004
+  _globals['_SESSIONSERVICE']._serialized_end=1451
 # @@protoc_insertion_point(module_scope)

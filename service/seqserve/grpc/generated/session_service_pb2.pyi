@@ -51,6 +51,38 @@ class EndSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ForkSessionRequest(_message.Message):
+    __slots__ = ("model_name", "session_id", "sequence_id", "count", "step")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    session_id: str
+    sequence_id: int
+    count: int
+    step: int
+    def __init__(self, model_name: _Optional[str] = ..., session_id: _Optional[str] = ..., sequence_id: _Optional[int] = ..., count: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+
+class ForkSessionResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
+
+class RewindSessionRequest(_message.Message):
+    __slots__ = ("model_name", "session_id", "sequence_id", "step")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    session_id: str
+    sequence_id: int
+    step: int
+    def __init__(self, model_name: _Optional[str] = ..., session_id: _Optional[str] = ..., sequence_id: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+
 class Session(_message.Message):
     __slots__ = ("session_id", "model_name", "model_version", "step", "batch_size", "states", "raw_state_contents")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -55,6 +55,16 @@ class SessionServiceStub(object):
                 request_serializer=session__service__pb2.EndSessionRequest.SerializeToString,
                 response_deserializer=session__service__pb2.EndSessionResponse.FromString,
                 _registered_method=True)
+        self.ForkSession = channel.unary_unary(
+                '/seqserve.SessionService/ForkSession',
+                request_serializer=session__service__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=session__service__pb2.ForkSessionResponse.FromString,
+                _registered_method=True)
+        self.RewindSession = channel.unary_unary(
+                '/seqserve.SessionService/RewindSession',
+                request_serializer=session__service__pb2.RewindSessionRequest.SerializeToString,
+                response_deserializer=session__service__pb2.Session.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer(object):
@@ -91,6 +101,23 @@ class SessionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkSession(self, request, context):
+        """New sessions (server-issued ids) holding copies of a session's or a Triton sequence's states,
+        now or after a past step it keeps (the model's session_history), at that step count and on its
+        model version; they go on independently. Made all or none: past a limit, none is made.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RewindSession(self, request, context):
+        """Sets the session back to the state after a step it keeps (session_history); its step count
+        becomes that step, so the next numbered request (`sequence_step`) is step + 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +140,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.EndSession,
                     request_deserializer=session__service__pb2.EndSessionRequest.FromString,
                     response_serializer=session__service__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=session__service__pb2.ForkSessionRequest.FromString,
+                    response_serializer=session__service__pb2.ForkSessionResponse.SerializeToString,
+            ),
+            'RewindSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewindSession,
+                    request_deserializer=session__service__pb2.RewindSessionRequest.FromString,
+                    response_serializer=session__service__pb2.Session.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +261,60 @@ class SessionService(object):
             '/seqserve.SessionService/EndSession',
             session__service__pb2.EndSessionRequest.SerializeToString,
             session__service__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/seqserve.SessionService/ForkSession',
+            session__service__pb2.ForkSessionRequest.SerializeToString,
+            session__service__pb2.ForkSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewindSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/seqserve.SessionService/RewindSession',
+            session__service__pb2.RewindSessionRequest.SerializeToString,
+            session__service__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,
