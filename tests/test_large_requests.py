@@ -40,7 +40,7 @@ def _json_body(batch: int) -> tuple[bytes, dict[str, str]]:
     return body.encode(), {"content-type": "application/json"}
 
 
-def _binary_body(batch: int) -> tuple[bytes, dict[str, str]]:
+def _binary_body(batch: int, output: str = "last") -> tuple[bytes, dict[str, str]]:
     data = np.full((batch, TIMESTEPS, 1), 0.5, np.float32).tobytes()
     head = json.dumps(
         {
@@ -52,7 +52,7 @@ def _binary_body(batch: int) -> tuple[bytes, dict[str, str]]:
                     "parameters": {"binary_data_size": len(data)},
                 }
             ],
-            "outputs": [{"name": "last", "parameters": {"binary_data": False}}],
+            "outputs": [{"name": output, "parameters": {"binary_data": False}}],
         }
     ).encode()
     return head + data, {"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))}
@@ -76,11 +76,19 @@ open(out, "wb").write(str(response.status_code).encode() + b"\\n" + response.con
 """
 
 
-@pytest.mark.parametrize(("form", "batch"), [("json", 160), ("binary", 167)])
+_FORMS = {
+    "json": lambda batch: _json_body(batch),
+    "binary": lambda batch: _binary_body(batch),
+    # A small request with a large answer: 4 million values of `sequence`, 75 MiB of JSON.
+    "json answer": lambda batch: _binary_body(batch, "sequence"),
+}
+
+
+@pytest.mark.parametrize(("form", "batch"), [("json", 160), ("binary", 167), ("json answer", 10)])
 def test_liveness_answers_within_100ms_while_a_maximal_request_runs(
     server: RunningServer, form: str, batch: int, tmp_path: Path
 ) -> None:
-    body, headers = (_json_body if form == "json" else _binary_body)(batch)
+    body, headers = _FORMS[form](batch)
     assert len(body) <= 64 * 1024 * 1024  # the default max_request_bytes
     (tmp_path / "body").write_bytes(body)
     del body
@@ -98,8 +106,9 @@ def test_liveness_answers_within_100ms_while_a_maximal_request_runs(
             time.sleep(0.02)
     status, _, content = (tmp_path / "answer").read_bytes().partition(b"\n")
     assert status == b"200", content[:500]
-    last = json.loads(content)["outputs"][0]
-    assert last["name"] == "last" and last["shape"] == [batch, 4] and np.isfinite(last["data"]).all()
+    answer = json.loads(content)["outputs"][0]
+    shape = [batch, TIMESTEPS, 4] if form == "json answer" else [batch, 4]
+    assert answer["shape"] == shape and len(answer["data"]) == np.prod(shape) and np.isfinite(answer["data"]).all()
     after = _resident_mib(server)
     ms = sorted(1000 * t for t in latencies)
     print(f"{form}: {(tmp_path / 'body').stat().st_size / 2**20:.1f} MiB body, {len(ms)} probes, median "
