@@ -40,8 +40,10 @@ class Stream {
   open() {
     const url = new URL(`v2/models/${encodeURIComponent(this.model)}/stream`, ROOT);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    // Browsers cannot set headers on a WebSocket: the key travels as a subprotocol.
-    this.socket = api.key ? new WebSocket(url, [`bearer.${api.key}`]) : new WebSocket(url);
+    // Browsers cannot set headers on a WebSocket: the key travels as a subprotocol, base64url-encoded
+    // (a key may hold characters a subprotocol cannot); the server selects seqserve.v2.
+    const key = btoa(api.key).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    this.socket = api.key ? new WebSocket(url, ["seqserve.v2", `base64url.bearer.seqserve.${key}`]) : new WebSocket(url);
     this.socket.onmessage = (event) => this.answer(JSON.parse(event.data));
     this.socket.onclose = (event) => {
       for (const { reject } of this.pending.values()) reject(new Error(`stream closed (${event.code} ${event.reason})`));
@@ -142,6 +144,7 @@ function startChars(model) {
   let session = null, sent = "", probabilities = null;
   let queue = Promise.resolve();
 
+  // The next-character probabilities after `text` (V2 JSON data is flat: next_char [1, 17] is 17 numbers).
   const step = async (s, text) => (await s.step(stream, "chars", [1, text.length, alphabet.length], oneHot(alphabet, text))).next_char;
 
   function show(p) {
@@ -161,14 +164,14 @@ function startChars(model) {
     if (session && wanted.startsWith(sent)) { // typed on: only the new characters travel
       const p = await step(session, wanted.slice(sent.length));
       sent = wanted;
-      show(p[0]);
+      show(p);
     } else { // edited or deleted: a new session reads the whole text once
       if (session) session.end();
       session = await Session.create(model);
       sent = "";
       bars.innerHTML = "";
       forkButton.disabled = true;
-      if (wanted) { const p = await step(session, wanted); sent = wanted; show(p[0]); }
+      if (wanted) { const p = await step(session, wanted); sent = wanted; show(p); }
     }
     document.getElementById("chars-session").textContent = await session.describe();
   }
@@ -191,7 +194,7 @@ function startChars(model) {
         let next = alphabet[order[n][1]], text = ""; // branch n starts with the n-th likeliest character
         for (let i = 0; i < CONTINUATION; i++) {
           text += next;
-          const p = (await step(fork, next))[0];
+          const p = await step(fork, next);
           next = alphabet[p.indexOf(Math.max(...p))]; // then goes on greedily
           box.innerHTML = `<div class="text">${sent}<b>${text}</b></div><div class="session-line">fork ${fork.id.slice(0, 8)}… · step ${fork.steps}</div>`;
         }

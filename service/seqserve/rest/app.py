@@ -22,6 +22,7 @@ from seqserve.rest.playground import playground_router
 from seqserve.rest.repository import repository_router
 from seqserve.rest.sessions import sessions_router
 from seqserve.rest.triton import triton_router
+from seqserve.rest.websocket import StreamEndpoint
 
 # FastAPI's own OpenTelemetry instrumentation probes the global OTel providers on every request
 # (~13 us here, a tenth of a streamed step's REST handling); seqserve's metrics are Prometheus, at /metrics.
@@ -43,6 +44,9 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     install_error_handlers(app)
     routes = infer_routes(dataplane, settings.max_request_bytes)
     app.router.routes[:0] = routes  # before /docs and the rest
+    # WebSocket streaming; RestFrontEnd ends its sockets before uvicorn's shutdown would cut them off.
+    app.state.streams = StreamEndpoint(dataplane, settings.max_request_bytes)
+    app.router.routes[len(routes) : len(routes)] = app.state.streams.routes()
     # Innermost: infer answers are compressed by the infer endpoint, which InferRouting hands them to.
     app.add_middleware(CompressAnswers)
     app.add_middleware(InferRouting, routes=routes)  # inside any added later

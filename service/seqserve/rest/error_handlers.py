@@ -16,10 +16,12 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def seqserve_error_response(error: SeqserveError) -> JSONResponse:
+def seqserve_error_response(error: SeqserveError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The answer to a SeqserveError: its status and message, and `Retry-After` when it says when."""
-    headers = None if error.retry_after is None else {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
-    return error_response(error.http_status, error.message, headers)
+    headers = dict(headers or {})
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return error_response(error.http_status, error.message, headers or None)
 
 
 async def _seqserve_error(request: Request, exc: Exception) -> JSONResponse:

@@ -16,6 +16,8 @@ from seqserve.dataplane import DataPlane
 from seqserve.rest.app import create_app
 from seqserve.rest.connections import ConnectionPolicy, LimitedHttpProtocol
 from seqserve.rest.listener import listen_on, quiet_accept_failures
+from seqserve.rest.websocket import StreamEndpoint
+from seqserve.rest.websocket_protocol import WebSocketProtocol
 
 
 class _Uvicorn(uvicorn.Server):
@@ -42,14 +44,18 @@ class _QuietDisconnects:
 class RestFrontEnd:
     def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
         policy = ConnectionPolicy(settings.header_read_timeout, settings.body_read_timeout, settings.max_connections)
+        app = create_app(dataplane, settings)
+        self.streams: StreamEndpoint = app.state.streams
         config = uvicorn.Config(
-            _QuietDisconnects(create_app(dataplane, settings)),
+            _QuietDisconnects(app),
             host=settings.host,
             port=settings.http_port,
             http=functools.partial(LimitedHttpProtocol, policy=policy),  # type: ignore[arg-type]
+            ws=WebSocketProtocol,
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+            ws_max_size=settings.max_request_bytes,  # per WebSocket message, inflated (1009 above it)
         )
         self.server = _Uvicorn(config)
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +74,10 @@ class RestFrontEnd:
 
     async def stop(self, grace: float) -> None:
         """Closes the listening socket and idle connections at once; requests in flight have up to
-        `grace` seconds (set in the config) to finish."""
+        `grace` seconds (set in the config) to finish. WebSockets first: each closes with 1001 after
+        the requests it has read; uvicorn's shutdown would close them at once with 1012, mid-request."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.streams.stop(), grace)
         self.server.should_exit = True
         if self._task is not None:
             await self._task
