@@ -25,9 +25,7 @@ class AsyncClient:
     def __init__(
         self, url: str, api_key: str | None = None, timeout: float = 30.0, retry: RetryPolicy | None = None
     ) -> None:
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        base = url if "://" in url else f"http://{url}"
-        self._http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout)
+        self._http = httpx.AsyncClient(**calls.http_options(url, api_key, timeout))
         self.retry = retry or RetryPolicy()
         self._inputs: dict[str, list[str]] = {}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -71,6 +72,12 @@ class SessionInfo:
     sequence_step: int
     batch_size: int
     states: dict[str, np.ndarray]
+
+
+def http_options(url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
+    """httpx client options for a server at `url` (`host:port` or a URL), with its API key."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    return {"base_url": url if "://" in url else f"http://{url}", "headers": headers, "timeout": timeout}
 
 
 def lost_connection(call: Call, connected: bool, cause: Exception) -> SeqserveClientError:
