@@ -167,6 +167,13 @@ class Settings(BaseSettings, ModelDefaults):
         description="REST connections open at once; a request on a connection beyond it is answered 503 with "
         "Retry-After and the connection closed (health checks are still answered). 0 = no bound.",
     )
+    websocket_max_in_flight: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Requests of one WebSocket read and not yet answered; a client sending more waits (the server "
+        "stops reading its socket until answers go out).",
+    )
     max_concurrent_rpcs: int = Field(
         10_000,
         ge=0,

@@ -59,7 +59,8 @@ def keras_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Referen
 
 @pytest.fixture(scope="module")
 def server(keras_store: tuple[Path, Reference]) -> Iterator[RunningServer]:
-    env = {"SEQSERVE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)}
+    # Few requests in flight per socket: the pipelining tests send far more than it.
+    env = {"SEQSERVE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), "SEQSERVE_WEBSOCKET_MAX_IN_FLIGHT": "4"}
     with running_server(keras_store[0], "--grpc-port", "0", env=env) as running:
         yield running
 

@@ -45,7 +45,7 @@ def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
     routes = infer_routes(dataplane, settings.max_request_bytes)
     app.router.routes[:0] = routes  # before /docs and the rest
     # WebSocket streaming; RestFrontEnd ends its sockets before uvicorn's shutdown would cut them off.
-    app.state.streams = StreamEndpoint(dataplane, settings.max_request_bytes)
+    app.state.streams = StreamEndpoint(dataplane, settings.max_request_bytes, settings.websocket_max_in_flight)
     app.router.routes[len(routes) : len(routes)] = app.state.streams.routes()
     # Innermost: infer answers are compressed by the infer endpoint, which InferRouting hands them to.
     app.add_middleware(CompressAnswers)

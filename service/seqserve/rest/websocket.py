@@ -12,7 +12,7 @@ multiplexed by id; each answer carries its request's `id`.
 - A bad message, or a request that fails, is answered with an error and fails alone; the socket stays open.
   (A text message that is not UTF-8 is the exception: RFC 6455 has the protocol close the socket, 1007.)
 - Each message is held to `max_request_bytes` (a larger one closes the socket with 1009, Message Too Big);
-  at most MAX_IN_FLIGHT requests of a socket are read and unanswered at once, the rest wait in TCP.
+  at most `websocket_max_in_flight` requests of a socket are read and unanswered at once, the rest wait in TCP.
 - With API keys on, the upgrade request needs one: `Authorization: Bearer <key>`, or, from a browser,
   which cannot set headers on a WebSocket, the subprotocol `base64url.bearer.seqserve.<key, base64url>`
   next to `seqserve.v2`, which the server then selects (`seqserve.rest.auth`). Without one: HTTP 401.
@@ -52,17 +52,17 @@ log = logging.getLogger(__name__)
 
 STREAM_PATHS = ("/v2/models/{name}/stream", "/v2/models/{name}/versions/{version}/stream")
 SUBPROTOCOL = "seqserve.v2"
-# Requests of one socket read and not yet answered; a client that pipelines more waits in TCP.
-MAX_IN_FLIGHT = 16
 STOPPING = "server shutting down: every request answered was applied, none after it"  # <= 123 bytes
 
 
 class StreamEndpoint:
     """The ASGI app behind both stream paths, and the registry of the sockets it holds open."""
 
-    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+    def __init__(self, dataplane: DataPlane, max_request_bytes: int, max_in_flight: int = 16) -> None:
         self.dataplane = dataplane
         self.max_request_bytes = max_request_bytes
+        # Requests of one socket read and not yet answered; a client that pipelines more waits in TCP.
+        self.max_in_flight = max_in_flight
         self.decoder = BodyDecoder()  # large messages are decoded off the event loop, as REST bodies are
         self._open: dict[_Socket, asyncio.Task[object]] = {}
         self._stopping = False
@@ -111,7 +111,7 @@ class _Socket:
     ) -> None:
         self.endpoint, self.receive, self.send = endpoint, receive, send
         self.name, self.version, self.owner = name, version, owner
-        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.slots = asyncio.Semaphore(endpoint.max_in_flight)
         # The answers to come, in request order; None after the last one.
         self.answers: asyncio.Queue[asyncio.Future[Message] | None] = asyncio.Queue()
         # The last request started of each sequence: the next one of it waits for it.
