@@ -23,6 +23,7 @@ def _export(args: argparse.Namespace) -> int:
         stateful=args.stateful,
         target=args.target,
         progress=not args.quiet,
+        weights=args.weights,
     )
     print(report.summary())
     return 0
@@ -62,8 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="export a .keras or .h5 file into the model store")
-    export.add_argument("src", type=Path, help="Keras model file (.keras, or legacy .h5)")
+    export.add_argument(
+        "src", type=Path, help="Keras model file (.keras, or legacy .h5), or a tf.keras SavedModel directory"
+    )
     export.add_argument("--name", required=True, help="model name in the store")
+    export.add_argument(
+        "--weights", type=Path, default=None, help="save_weights .h5 of a .json/.yaml architecture (Keras 0.3, 1, 2)"
+    )
     export.add_argument("--store", type=Path, default=Path("model_store"), help="model store directory")
     export.add_argument("--version", type=int, default=None, help="version number (default: next free)")
     export.add_argument(

@@ -66,8 +66,10 @@ def export_model(
     stateful: bool | None = None,
     target: Literal["cpu", "cuda"] = "cpu",
     progress: bool = True,
+    weights: str | Path | None = None,
 ) -> ExportReport:
-    """Export the Keras model file `src` as version `version` of `name` in the model store.
+    """Export the Keras model file `src` as version `version` of `name` in the model store
+    (`weights`: the save_weights file of a `.json`/`.yaml` architecture `src`).
 
     Everything is checked and built before the store is touched; the files are written into a
     temporary directory next to the versions and renamed into place, so a failure leaves nothing.
@@ -76,7 +78,7 @@ def export_model(
     if not name or "/" in name or name.startswith("."):
         raise ExportError(f"invalid model name {name!r}")
     src = Path(src)
-    model = load_keras_model(src)
+    model = load_keras_model(src, weights=weights)
     built = _build_with_progress(model, chosen, progress)
     onnx_model = built.model
     try:

@@ -1,6 +1,8 @@
-"""Read `.keras` (Keras 3 zip) and legacy full-model `.h5` files into a `KerasModel`.
+"""Read `.keras` (Keras 3 zip) and legacy full-model `.h5` files, and `to_json()` / `to_yaml()`
+architectures with their `save_weights` file, into a `KerasModel` (Keras 0.3 and 1 files through
+`seqserve.keras.keras0` / `keras1`, which turn them into the Keras 2 form).
 
-Only zipfile, json and h5py touch the file; no Keras, no TensorFlow, no code from the model file.
+Only zipfile, json, safe YAML and h5py touch the file; no Keras, no TensorFlow, no code from the model file.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ import h5py
 import numpy as np
 
 from seqserve.errors import ExportError
+from seqserve.keras import keras0, keras1
+from seqserve.keras.architecture import read_architecture
 from seqserve.keras.config import parse_model_config
 from seqserve.keras.isolation import ReaderCrashed, ReaderTimedOut, call_isolated
 from seqserve.keras.model import KerasModel, Layer
@@ -55,21 +60,40 @@ _MALFORMED = (
 )
 
 
-def load_keras_model(src: str | Path) -> KerasModel:
-    """Read a `.keras` or `.h5` model file. Raises ExportError (naming the file) on any bad input."""
+# An architecture written by to_json()/to_yaml(), read with the weights file given beside it.
+ARCHITECTURE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def load_keras_model(src: str | Path, weights: str | Path | None = None) -> KerasModel:
+    """Read a `.keras` or `.h5` model file, or a tf.keras SavedModel directory. Raises ExportError
+    (naming the file) on any bad input. `weights`: the `save_weights` file of an architecture
+    file (`.json` / `.yaml` from Keras 1 or 2's to_json() / to_yaml())."""
     path = Path(src)
+    if path.is_dir():
+        if weights is not None:
+            raise ExportError(f"{path}: a SavedModel directory carries its weights; --weights goes with a .json/.yaml")
+        return _read_directory(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such file")
     with open(path, "rb") as f:
         magic = f.read(8)
-    if magic.startswith(b"PK"):
-        read = _read_keras3
-    elif magic == b"\x89HDF\r\n\x1a\n":
-        read = _read_h5
+    args: tuple[Path, ...] = (path,)
+    if magic.startswith(b"PK") or magic == b"\x89HDF\r\n\x1a\n":
+        if weights is not None:
+            raise ExportError(
+                f"{path}: a whole-model file carries its weights; --weights goes with a .json/.yaml architecture"
+            )
+        read = _read_keras3 if magic.startswith(b"PK") else _read_h5
+    elif weights is not None or path.suffix.lower() in ARCHITECTURE_SUFFIXES:
+        if weights is None:
+            raise ExportError(f"{path}: an architecture file needs its weights file (--weights)")
+        if not Path(weights).is_file():
+            raise ExportError(f"{weights}: no such weights file")
+        read, args = _read_architecture, (path, Path(weights))
     else:
         raise ExportError(f"{path}: not a Keras file (neither a .keras zip nor an HDF5 .h5 file)")
     try:
-        return call_isolated(read, path, timeout=READ_TIMEOUT_SECONDS, memory_bytes=READ_MEMORY_BYTES)
+        return call_isolated(read, *args, timeout=READ_TIMEOUT_SECONDS, memory_bytes=READ_MEMORY_BYTES)
     except ReaderCrashed as e:
         raise ExportError(f"{path}: the file crashed the reader ({e}); it is corrupt") from None
     except ReaderTimedOut:
@@ -86,8 +110,25 @@ def load_keras_model(src: str | Path) -> KerasModel:
     except RecursionError:
         raise ExportError(f"{path}: the model config is nested too deeply to be a Keras model") from None
     except _MALFORMED as e:
-        kind = "corrupt or truncated .keras file" if read is _read_keras3 else "corrupt or truncated .h5 file"
+        kind = {
+            _read_keras3: "corrupt or truncated .keras file",
+            _read_architecture: "corrupt architecture or weights file",
+        }.get(read, "corrupt or truncated .h5 file")
         raise ExportError(f"{path}: {kind} ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _read_directory(path: Path) -> KerasModel:
+    """A tf.keras SavedModel directory. Only plain, bounded file reads (no HDF5): no child process."""
+    from seqserve.keras.savedmodel import is_savedmodel_dir, read_savedmodel  # it imports this module
+
+    if not is_savedmodel_dir(path):
+        raise ExportError(f"{path}: a directory, but not a SavedModel (no saved_model.pb)")
+    try:
+        return read_savedmodel(path)
+    except RecursionError:
+        raise ExportError(f"{path}: the model config is nested too deeply to be a Keras model") from None
+    except _MALFORMED as e:
+        raise ExportError(f"{path}: corrupt SavedModel directory ({type(e).__name__}: {_one_line(e)})") from None
 
 
 def _one_line(error: BaseException) -> str:
@@ -281,23 +322,79 @@ def _read_h5(path: Path) -> KerasModel:
             if "model_config" not in h5.attrs:
                 raise ExportError(f"{path}: HDF5 file has no model_config (a weights-only file cannot be exported)")
             config = json.loads(_text(h5.attrs["model_config"]))
-            version = _text(h5.attrs.get("keras_version", "2"))
-            backend = _text(h5.attrs.get("backend", "unknown"))
-            name, layers, inputs, outputs = parse_model_config(config, str(path))
             weights_root = h5.get("model_weights", h5)
-            if "keras_version" in getattr(weights_root, "attrs", {}) and "keras_version" not in h5.attrs:
-                version = _text(weights_root.attrs["keras_version"])
-            for layer in layers:
-                layer.weights = _legacy_layer_weights(weights_root, layer, path)
-                _canonical_cudnn(layer)
+            version = h5.attrs.get("keras_version", getattr(weights_root, "attrs", {}).get("keras_version"))
+            backend = _text(h5.attrs.get("backend", "unknown"))
+            return _legacy_model(
+                path,
+                "h5",
+                config,
+                None if version is None else _text(version),
+                backend,
+                lambda layer: _legacy_layer_weights(weights_root, layer, path),
+            )
     except ExportError:
         raise
     except _MALFORMED as e:
         raise ExportError(f"{path}: corrupt or truncated .h5 file ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _read_architecture(path: Path, weights: Path) -> KerasModel:
+    """A to_json()/to_yaml() architecture and its save_weights file (the layout of an .h5's model_weights)."""
+    config = read_architecture(path, MAX_JSON_BYTES)
+    fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+    with h5py.File(weights, "r") as h5:
+        if keras0.is_keras0(config):
+            config = keras0.to_keras1(config, str(path))
+            by_position = _keras0_weights(h5, [e["config"]["name"] for e in config["config"]], path, weights)
+            return _legacy_model(
+                path, f"{fmt}+h5", config, "0.3", "theano", lambda layer: by_position.get(layer.name, [])
+            )
+        if "layer_names" not in h5.attrs:
+            raise ExportError(f"{path}: {weights} is not a Keras 1/2 save_weights file (no layer_names)")
+        version = config.get("keras_version", h5.attrs.get("keras_version"))
+        backend = _text(config.get("backend", h5.attrs.get("backend", "unknown")))
+        return _legacy_model(
+            path,
+            f"{fmt}+h5",
+            config,
+            None if version is None else _text(version),
+            backend,
+            lambda layer: _legacy_layer_weights(h5, layer, path),
+        )
+
+
+def _keras0_weights(h5: h5py.File, names: list[str], path: Path, weights: Path) -> dict[str, list[np.ndarray]]:
+    """Keras 0.x save_weights: `layer_<k>/param_<n>` by position, no names (HDF5 lists param_10 before param_2)."""
+    if "nb_layers" not in h5.attrs or int(h5.attrs["nb_layers"]) != len(names):
+        raise ExportError(f"{path}: {weights} is not the Keras 0.x save_weights file of this {len(names)}-layer model")
+    out = {}
+    for k, name in enumerate(names):
+        group = h5[f"layer_{k}"]
+        out[name] = [_weight(group[f"param_{n}"], path, name) for n in range(int(group.attrs["nb_params"]))]
+    return out
+
+
+def _legacy_model(
+    path: Path,
+    fmt: str,
+    config: Any,
+    version: str | None,
+    backend: str,
+    weights_of: Callable[[Layer], list[np.ndarray]],
+) -> KerasModel:
+    """A Keras 1 or 2 model config and its weights (Keras 1 ones translated into Keras 2 form)."""
+    keras_1 = keras1.translate(config, str(path)) if keras1.is_keras1(config, version, str(path)) else None
+    name, layers, inputs, outputs = parse_model_config(keras_1.config if keras_1 else config, str(path))
+    for layer in layers:
+        layer.weights = weights_of(layer)
+        if keras_1 is not None:
+            layer.weights = keras_1.weights(layer.name, layer.weights)
+        _canonical_cudnn(layer)
     return KerasModel(
         path=str(path),
-        format="h5",
-        keras_version=version,
+        format=fmt,
+        keras_version=version or ("1" if keras_1 else "2"),
         backend=backend,
         name=name,
         layers=layers,
