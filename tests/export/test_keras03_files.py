@@ -9,57 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from kerasparity import TOL
 
+from helpers.old_keras import FIXTURES as OLD_KERAS
+from helpers.old_keras import export_fixture, worst_difference
 from seqserve.errors import ExportError
 from seqserve.export import export_model
 from seqserve.keras.keras0 import generation
-from seqserve.store.signature import Signature
 
-OLD_KERAS = Path(__file__).resolve().parents[1] / "fixtures" / "old_keras"
 FIXTURES = OLD_KERAS / "keras0.3"
 UNSUPPORTED = "unsupported_custom_activation"
 SUPPORTED = sorted(p.stem for p in FIXTURES.glob("*.npz") if p.stem != UNSUPPORTED)
 
 
-def _export(src: Path, weights: Path, store: Path):
-    report = export_model(src, src.stem, store=store, progress=False, weights=weights)
-    sig = Signature.read(report.path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return sig, ort.InferenceSession(str(report.path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-
-
-def _run(sig: Signature, sess: ort.InferenceSession, x: np.ndarray, states: dict[str, np.ndarray]):
-    feeds = {sig.inputs[0].name: x, **states}
-    for s in sig.states:
-        feeds.setdefault(s.input, np.zeros([x.shape[0], *s.shape[1:]], np.float32))
-    got = sess.run([sig.outputs[0].name] + [s.output for s in sig.states], feeds)
-    return got[0], {s.input: v for s, v in zip(sig.states, got[1:], strict=True)}
-
-
-def _diff(got: np.ndarray, want: np.ndarray) -> float:
-    assert got.shape == want.shape, (got.shape, want.shape)
-    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
-
-
 @pytest.mark.parametrize("form", ["json", "yaml"])
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_keras03_fixture_matches_keras03_predict(tmp_path, name, form):
-    data = np.load(FIXTURES / f"{name}.npz")
-    sig, sess = _export(FIXTURES / f"{name}.{form}", FIXTURES / f"{name}.weights.h5", tmp_path / "store")
+    sig, sess = export_fixture(FIXTURES / f"{name}.{form}", name, tmp_path / "store", FIXTURES / f"{name}.weights.h5")
     assert sig.source["keras_version"] == "0.3"
-    if "x" in data:
-        got, _ = _run(sig, sess, data["x"], {})
-        assert _diff(got, data["y"]) <= TOL
-        return
-    assert sig.stateful
-    states: dict[str, np.ndarray] = {}
-    for i in range(3):
-        got, states = _run(sig, sess, data[f"x_{i}"], states)
-        assert _diff(got, data[f"y_{i}"]) <= TOL, f"call {i}"
+    assert worst_difference(sig, sess, dict(np.load(FIXTURES / f"{name}.npz"))) <= TOL
 
 
 def _refused(tmp_path: Path, src: Path, weights: Path) -> str:

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import onnxruntime as ort
 import pytest
 from kerasparity import TOL
 
+from helpers.old_keras import FIXTURES as OLD_KERAS
+from helpers.old_keras import export_fixture, worst_difference
 from seqserve.cli import main
 from seqserve.errors import ExportError
 from seqserve.export import export_model
 from seqserve.keras import load_keras_model
 from seqserve.keras.keras1 import is_keras1
-from seqserve.store.signature import Signature
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "old_keras" / "keras1"
+FIXTURES = OLD_KERAS / "keras1"
 UNSUPPORTED = "unsupported_custom_activation"
 SUPPORTED = sorted(p.stem for p in FIXTURES.glob("*.npz") if p.stem != UNSUPPORTED)
 FORMATS = {"h5": (".h5", None), "json": (".json", ".weights.h5"), "yaml": (".yaml", ".weights.h5")}
@@ -34,44 +34,15 @@ def _source(name: str, form: str) -> tuple[Path, Path | None]:
 
 def _export(name: str, form: str, store: Path):
     src, weights = _source(name, form)
-    report = export_model(src, name, store=store, progress=False, weights=weights)
-    sig = Signature.read(report.path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(report.path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    return sig, sess
-
-
-def _run(sig: Signature, sess: ort.InferenceSession, x: np.ndarray, states: dict[str, np.ndarray]):
-    feeds = {sig.inputs[0].name: x, **states}
-    for s in sig.states:
-        feeds.setdefault(s.input, np.zeros([x.shape[0], *s.shape[1:]], np.float32))
-    names = [sig.outputs[0].name] + [s.output for s in sig.states]
-    got = sess.run(names, feeds)
-    return got[0], {s.input: v for s, v in zip(sig.states, got[1:], strict=True)}
-
-
-def _diff(got: np.ndarray, want: np.ndarray) -> float:
-    assert got.shape == want.shape, (got.shape, want.shape)
-    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+    return export_fixture(src, name, store, weights)
 
 
 @pytest.mark.parametrize("form", list(FORMATS))
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_keras1_fixture_matches_keras1_predict(tmp_path, name, form):
-    data = np.load(FIXTURES / f"{name}.npz")
     sig, sess = _export(name, form, tmp_path / "store")
     assert sig.source["keras_version"] == "1.2.2"
-    if "x" in data:
-        got, _ = _run(sig, sess, data["x"], {})
-        assert _diff(got, data["y"]) <= TOL
-        return
-    # stateful: three consecutive calls, the states carried as the server carries them
-    assert sig.stateful
-    states: dict[str, np.ndarray] = {}
-    for i in range(3):
-        got, states = _run(sig, sess, data[f"x_{i}"], states)
-        assert _diff(got, data[f"y_{i}"]) <= TOL, f"call {i}"
+    assert worst_difference(sig, sess, dict(np.load(FIXTURES / f"{name}.npz"))) <= TOL
 
 
 def test_cli_exports_an_architecture_with_its_weights(tmp_path, capsys):
