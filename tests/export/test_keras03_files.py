@@ -2,7 +2,8 @@
 (tests/fixtures/old_keras/keras0.3, with Keras 0.3's own `predict` outputs) exported without Keras:
 they compute as Keras 1's 'cpu' layout, so they go through the Keras 1 translation and match
 within 1e-5 — go_backwards, dropout, masks, Embedding(mask_zero), stateful layers over three calls.
-Keras 0.2 files, whose defaults and masking rule differ, are refused, as are unsupported options."""
+Keras 0.2 files, whose defaults and masking rule differ, are told apart (tests/export/test_keras02_files.py);
+unsupported options are refused."""
 
 from __future__ import annotations
 
@@ -53,10 +54,10 @@ def test_layer_that_never_existed_is_refused_naming_file_and_layer(tmp_path):
     assert "'lstm'" in message and "CuDNNLSTM" in message
 
 
-def test_keras02_architecture_is_refused(tmp_path):
+def test_keras02_architecture_is_read_as_keras02_not_03(tmp_path):
     keras02 = OLD_KERAS / "keras0.2"
-    message = _refused(tmp_path, keras02 / "lstm.json", keras02 / "lstm.weights.h5")
-    assert "Keras 0.2" in message
+    sig, _ = export_fixture(keras02 / "lstm.json", "lstm", tmp_path / "store", keras02 / "lstm.weights.h5")
+    assert sig.source["keras_version"] == "0.2"
 
 
 def test_keras0_generation_that_cannot_be_told_is_refused():

@@ -15,13 +15,20 @@ import numpy as np
 
 from seqserve.cells.base import Cell, FusedOp, StepGraph
 from seqserve.cells.gru import Gru
+from seqserve.cells.jzs import Jzs1, Jzs2, Jzs3
 from seqserve.cells.lstm import Lstm
+from seqserve.cells.simple_deep_rnn import SimpleDeepRnn
 from seqserve.cells.simple_rnn import SimpleRnn
 
 CELLS: dict[str, type[Cell]] = {
     **dict.fromkeys(["LSTM", "LSTMCell", "CuDNNLSTM", "LSTMV1"], Lstm),
     **dict.fromkeys(["GRU", "GRUCell", "CuDNNGRU", "GRUV1"], Gru),
     **dict.fromkeys(["SimpleRNN", "SimpleRNNCell"], SimpleRnn),
+    # Keras 0.2 only (seqserve.keras.keras02)
+    "SimpleDeepRNN": SimpleDeepRnn,
+    "JZS1": Jzs1,
+    "JZS2": Jzs2,
+    "JZS3": Jzs3,
 }
 
 # Layer classes that are one cell run over time (the rest of CELLS are cells for an `RNN`).
@@ -86,6 +93,8 @@ def layer_cells(
     pos, dim = 0, input_dim
     for cls, ccfg in cell_configs(class_name, cfg):
         kind = CELLS[cls]
+        if kind.only_keras_major is not None and keras_major != kind.only_keras_major:
+            raise UnknownCell(f"{cls} is a Keras {kind.only_keras_major}.x layer, not one of Keras {keras_major}")
         part = weights[pos : pos + kind.weight_count(cls, ccfg)]
         cell = kind.from_keras(cls, ccfg, keras_major, dim, lambda shapes, names, part=part: read(part, shapes, names))
         cells.append((cell, ccfg))

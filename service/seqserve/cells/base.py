@@ -75,6 +75,13 @@ class Cell(ABC):
     gates: ClassVar[int]
     state_kinds: ClassVar[tuple[str, ...]]
     has_recurrent_activation: ClassVar[bool] = True
+    # The one Keras major version that has this kind (Keras 0.2's SimpleDeepRNN and JZS: 0), or None.
+    only_keras_major: ClassVar[int | None] = None
+
+    @property
+    def state_widths(self) -> tuple[int, ...]:
+        """The width of each state kind (`units`, unless the kind says otherwise)."""
+        return tuple(self.units for _ in self.state_kinds)
 
     @classmethod
     def from_keras(
@@ -123,6 +130,15 @@ class Cell(ABC):
         self, g: StepGraph, name: str, xp: str, states: list[str], act: Activation, rec: Activation
     ) -> list[str]:
         """One timestep as nodes of a Scan body; `xp` is the input projection, `input_bias` included."""
+
+    def numpy_mask_keras02(self, states: list[np.ndarray], m: np.ndarray) -> list[np.ndarray]:
+        """Keras 0.2's masking rule: the states a step leaves, as the next step starts from them,
+        given the step's mask m [batch, 1] (1.0 or 0.0): a masked step's states are zeroed."""
+        return [s * m for s in states]
+
+    def onnx_mask_keras02(self, g: StepGraph, name: str, states: list[str], m: str) -> list[str]:
+        """`numpy_mask_keras02` as nodes of a Scan body (m: float [batch, 1])."""
+        return [g.op("Mul", [s, m], f"{name}_masked") for s in states]
 
     def fused(self, target: Target) -> FusedOp | None:
         """The ONNX op computing this cell exactly on `target`, or None (then the Scan form runs it)."""

@@ -3,8 +3,8 @@
 as Keras 1's 'cpu' layout does (the same per-gate W, U, b, LSTM gates i, c, f, o; the same masking
 rule, go_backwards and stateful behaviour), see tests/fixtures/old_keras/README.md.
 
-Keras 0.2 is told apart and refused: its default activations and its masking rule differ (a masked
-step resets the state instead of keeping it), and SimpleDeepRNN / JZS1-3 have no Keras 1 form.
+Keras 0.2 is told apart (`generation`) and read by `seqserve.keras.keras02`: its default activations
+and its masking rule differ, and SimpleDeepRNN / JZS1-3 have no Keras 1 form.
 """
 
 from __future__ import annotations
@@ -25,20 +25,36 @@ def is_keras0(config: Any) -> bool:
     return isinstance(config, dict) and "class_name" not in config and isinstance(config.get("layers"), list)
 
 
+def is_keras02(config: Any, path: str) -> bool:
+    """A Keras 0.2 architecture (`seqserve.keras.keras02` reads it); refused if 0.x but undecidable."""
+    return is_keras0(config) and generation(config, layer_list(config, path), path) == "0.2"
+
+
 def to_keras1(config: dict[str, Any], path: str) -> dict[str, Any]:
     """A Keras 0.3 Sequential architecture as a Keras 1 Sequential config (layer names made unique,
     in layer order: the weights file has no names, only `layer_<k>` by position)."""
-    layers = [e for e in config["layers"] if isinstance(e, dict)]
-    if len(layers) != len(config["layers"]) or not layers:
-        raise ExportError(f"{path}: malformed Keras 0.x architecture (layers must be a non-empty list of objects)")
+    layers = layer_list(config, path)
     version = generation(config, layers, path)
     if config.get("name") != "Sequential":
         raise ExportError(f"{path}: Keras {version} model {config.get('name')!r} is not a Sequential model")
     if version != "0.3":
         raise ExportError(
-            f"{path}: a Keras 0.2 architecture; only Keras 0.3 files are read (Keras 0.2's defaults and "
-            "masking rule differ)"
+            f"{path}: a Keras 0.2 architecture; seqserve.keras.keras02 reads those (its defaults and "
+            "masking rule differ from 0.3)"
         )
+    return {"class_name": "Sequential", "config": keras1_entries(layers)}
+
+
+def layer_list(config: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """The layer entries of a Keras 0.x architecture, refused unless a non-empty list of objects."""
+    layers = [e for e in config["layers"] if isinstance(e, dict)]
+    if len(layers) != len(config["layers"]) or not layers:
+        raise ExportError(f"{path}: malformed Keras 0.x architecture (layers must be a non-empty list of objects)")
+    return layers
+
+
+def keras1_entries(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keras 0.x layer entries as Keras 1 `{class_name, config}` entries (class kept, names made unique)."""
     seen: dict[str, int] = {}
     out = []
     for i, entry in enumerate(layers):
@@ -53,7 +69,7 @@ def to_keras1(config: dict[str, Any], path: str) -> dict[str, Any]:
         if i == 0 and isinstance(shape, list) and cls != "Embedding" and "batch_input_shape" not in cfg:
             cfg["batch_input_shape"] = [None, *shape]
         out.append({"class_name": cls, "config": cfg})
-    return {"class_name": "Sequential", "config": out}
+    return out
 
 
 def generation(config: dict[str, Any], layers: list[dict[str, Any]], path: str) -> str:

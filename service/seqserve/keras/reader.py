@@ -1,6 +1,6 @@
 """Read `.keras` (Keras 3 zip) and legacy full-model `.h5` files, and `to_json()` / `to_yaml()`
 architectures with their `save_weights` file, into a `KerasModel` (Keras 0.3 and 1 files through
-`seqserve.keras.keras0` / `keras1`, which turn them into the Keras 2 form).
+`seqserve.keras.keras0` / `keras02` / `keras1`, which turn them into the Keras 2 form).
 
 Only zipfile, json, safe YAML and h5py touch the file; no Keras, no TensorFlow, no code from the model file.
 """
@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from seqserve.errors import ExportError
-from seqserve.keras import keras0, keras1
+from seqserve.keras import keras0, keras02, keras1
 from seqserve.keras.architecture import read_architecture
 from seqserve.keras.config import parse_model_config
 from seqserve.keras.isolation import ReaderCrashed, ReaderTimedOut, call_isolated
@@ -344,6 +344,13 @@ def _read_architecture(path: Path, weights: Path) -> KerasModel:
     config = read_architecture(path, MAX_JSON_BYTES)
     fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
     with h5py.File(weights, "r") as h5:
+        if keras0.is_keras02(config, str(path)):
+            old = keras02.translate(config, str(path))
+            names = [e["config"]["name"] for e in old.config["config"]["layers"]]
+            by_position = _keras0_weights(h5, names, path, weights)
+            return _legacy_model(
+                path, f"{fmt}+h5", old.config, "0.2", "theano", lambda layer: by_position.get(layer.name, []), old
+            )
         if keras0.is_keras0(config):
             config = keras0.to_keras1(config, str(path))
             by_position = _keras0_weights(h5, [e["config"]["name"] for e in config["config"]], path, weights)
@@ -382,15 +389,21 @@ def _legacy_model(
     version: str | None,
     backend: str,
     weights_of: Callable[[Layer], list[np.ndarray]],
+    translated: keras1.Keras1Model | None = None,
 ) -> KerasModel:
-    """A Keras 1 or 2 model config and its weights (Keras 1 ones translated into Keras 2 form)."""
-    keras_1 = keras1.translate(config, str(path)) if keras1.is_keras1(config, version, str(path)) else None
+    """A Keras 1 or 2 model config and its weights (Keras 1 ones translated into Keras 2 form;
+    `translated`: a config already in Keras 2 form, e.g. Keras 0.2's, and its weight translation)."""
+    keras_1 = translated
+    if keras_1 is None and keras1.is_keras1(config, version, str(path)):
+        keras_1 = keras1.translate(config, str(path))
     name, layers, inputs, outputs = parse_model_config(keras_1.config if keras_1 else config, str(path))
     for layer in layers:
         layer.weights = weights_of(layer)
         if keras_1 is not None:
             layer.weights = keras_1.weights(layer.name, layer.weights)
         _canonical_cudnn(layer)
+        if backend == "theano":
+            layer.weights = _theano_kernels(layer.class_name, layer.config, layer.weights)
     return KerasModel(
         path=str(path),
         format=fmt,
@@ -454,3 +467,30 @@ def _cudnn_weights(cls: str, units: int, weights: list[np.ndarray]) -> list[np.n
     # LSTM: input and recurrent biases summed; GRU: rows of GRU(reset_after=True)'s (2, 3*units) bias.
     b = bias[: 4 * units] + bias[4 * units :] if cls == "CuDNNLSTM" else bias.reshape(2, 3 * units)
     return [np.ascontiguousarray(k), np.ascontiguousarray(r), b]
+
+
+# Layers whose first weights are convolution kernels (*window, in, out): Conv's kernel; ConvLSTM's
+# kernel and recurrent kernel.
+_CONV_KERNELS = {"Conv1D": 1, "Conv2D": 1, "Conv3D": 1, "ConvLSTM1D": 2, "ConvLSTM2D": 2, "ConvLSTM3D": 2}
+
+
+def _theano_kernels(cls: str, config: dict[str, Any], weights: list[np.ndarray]) -> list[np.ndarray]:
+    """Kernels of a file saved by Keras on Theano, as every other backend stores them. Theano's
+    conv2d/conv3d compute a true convolution (the kernel flipped on its spatial axes), TF and the
+    others a cross-correlation: the same stored numbers mean the mirrored filter. Keras' own loader
+    flips them when the file's backend differs from its own; so do we (the exporter handles the
+    other Theano difference, the side an even 'same' kernel pads on: ConvGeometry.leading_odd_pad)."""
+    if cls == "TimeDistributed" or cls == "Bidirectional":
+        inner = config.get("layer") or {}
+        inner_cls, inner_cfg = str(inner.get("class_name")), inner.get("config") or {}
+        if cls == "TimeDistributed":
+            return _theano_kernels(inner_cls, inner_cfg, weights)
+        half = len(weights) // 2
+        return _theano_kernels(inner_cls, inner_cfg, weights[:half]) + _theano_kernels(
+            inner_cls, inner_cfg, weights[half:]
+        )
+    out = list(weights)
+    for i in range(min(_CONV_KERNELS.get(cls, 0), len(out))):
+        if out[i].ndim >= 3:
+            out[i] = np.ascontiguousarray(np.flip(out[i], axis=tuple(range(out[i].ndim - 2))))
+    return out

@@ -55,8 +55,10 @@ def recur(
     init: list[Array],
     go_backwards: bool,
     zero_output_for_mask: bool,
+    keras02_masking: bool = False,
 ) -> tuple[Array, Array, list[Array]]:
-    """(all outputs [B,T,U] in processing order, last output, final states)."""
+    """(all outputs [B,T,U] in processing order, last output, final states). `keras02_masking`:
+    Keras 0.2's rule instead (every step computed and output; a masked step's states zeroed)."""
     steps_of = [_Step(cell, km) for cell in cells]
     states = [s.astype(np.float64) for s in init]
     prev = np.zeros((x.shape[0], cells[-1].units))
@@ -67,11 +69,13 @@ def recur(
         for step in steps_of:
             n = len(step.cell.state_kinds)
             s = step(inp, states[pos : pos + n])
-            new.extend(s)
             inp = s[0]
+            if mask is not None and keras02_masking:
+                s = step.cell.numpy_mask_keras02(s, mask[:, t][:, None].astype(np.float64))
+            new.extend(s)
             pos += n
         out = inp
-        if mask is not None:
+        if mask is not None and not keras02_masking:
             m = mask[:, t][:, None]
             new = [np.where(m, n, o) for n, o in zip(new, states, strict=False)]
             out = np.where(m, out, 0.0 if zero_output_for_mask else prev)
@@ -94,11 +98,12 @@ def recurrent(
     """One recurrent layer call: its output (with the mask Keras gives it), its final states by
     state name, and those states in order. `mask` is the one the call computes with."""
     kinds = state_names(cells, prefix)
-    widths = [c.units for c in cells for _ in c.state_kinds]
+    widths = [w for c in cells for w in c.state_widths]
     if not init:
         init = [initial_state(k, x[0].shape[0], w) for k, w in zip(kinds, widths, strict=False)]
     rs = bool(cfg.get("return_sequences", False))
     zo = bool(cfg.get("zero_output_for_mask", False)) if zero_out is None else zero_out
-    seq, last, finals = recur(cells, km, x[0], mask, init, bool(cfg.get("go_backwards", False)), zo)
+    backwards, keras02 = bool(cfg.get("go_backwards", False)), bool(cfg.get("keras02_masking", False))
+    seq, last, finals = recur(cells, km, x[0], mask, init, backwards, zo, keras02)
     out: Masked = (seq, x[1]) if rs else (last, None)
     return out, dict(zip(kinds, finals, strict=False)), finals

@@ -34,6 +34,9 @@ class ConvGeometry:
     strides: tuple[int, ...]
     dilations: tuple[int, ...]
     padding: str  # "valid" | "same" | "causal"
+    # Keras on Theano (a file whose backend is "theano"): "same" pads span // 2 in front and cuts
+    # the surplus from the end, so an even window's odd pixel goes at the START, not TF's end.
+    leading_odd_pad: bool = False
 
     @property
     def rank(self) -> int:
@@ -54,10 +57,14 @@ class ConvGeometry:
                 total, begin = span - 1, span - 1
             elif self.strides[i] == 1:
                 total = span - 1
-                begin = total // 2
+                begin = span // 2 if self.leading_odd_pad else total // 2
             elif size is None:
                 return None
-            else:  # TF's SAME, which every Keras backend reproduces: the odd pixel goes at the end
+            elif self.leading_odd_pad:
+                out = -(-size // self.strides[i])
+                begin = span // 2
+                total = begin + max(0, (out - 1) * self.strides[i] + span - size - begin)
+            else:  # TF's SAME, which every Keras backend but Theano reproduces: the odd pixel goes at the end
                 out = -(-size // self.strides[i])
                 total = max(0, (out - 1) * self.strides[i] + span - size)
                 begin = total // 2
@@ -113,7 +120,7 @@ def geometry_from_config(ctx: ConvertContext, layer: Layer, cfg: dict[str, Any],
         raise ctx.error(layer, f"unsupported padding {padding!r}")
     if padding == "causal" and rank != 1:
         raise ctx.error(layer, "causal padding exists only for 1D convolutions")
-    return ConvGeometry(kernel, strides, dilations, padding)
+    return ConvGeometry(kernel, strides, dilations, padding, leading_odd_pad=ctx.model.backend == "theano")
 
 
 def channels_first(ctx: ConvertContext, layer: Layer, cfg: dict[str, Any]) -> bool:
@@ -180,6 +187,8 @@ def _conv(ctx: ConvertContext, layer: Layer, call: CallValues, rank: int) -> lis
     shapes = [(*geo.kernel, chans // groups, filters)] + ([(filters,)] if use_bias else [])
     w = ctx.weights(layer, shapes, ["kernel", "bias"][: len(shapes)])
     act = activation_of(ctx, layer, cfg, "activation", "linear")
+    if geo.leading_odd_pad and geo.pads(spatial) is None:  # auto_pad has no Theano form
+        raise ctx.error(layer, "a strided 'same' convolution saved on Theano needs known spatial sizes")
 
     b = ctx.b
     xin = x.name if cf else to_channels_first(b, x.name, rank, f"{layer.name}_nchw")

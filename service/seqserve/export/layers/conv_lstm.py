@@ -84,7 +84,7 @@ class ConvLSTMSpec:
 
     def recurrent_geometry(self) -> ConvGeometry:
         k = self.geometry.kernel
-        return ConvGeometry(k, (1,) * len(k), (1,) * len(k), "same")
+        return ConvGeometry(k, (1,) * len(k), (1,) * len(k), "same", self.geometry.leading_odd_pad)
 
     def can_merge(self) -> bool:
         g = self.geometry

@@ -61,7 +61,7 @@ def run_recurrent(
     op = cells[0].fused(ctx.target) if len(cells) == 1 else None
     if op is not None and mask is None:
         return fused_form(ctx.b, name, cells[0], op, x.name, initial_states, opts)
-    if op is not None:
+    if op is not None and not opts.keras02_masking:
         return padded_or_scan(ctx, name, cells, op, x.name, mask, initial_states, opts)
     return scan_form(ctx, ctx.b, name, cells, x.name, mask, initial_states, opts)
 
@@ -84,7 +84,7 @@ def emit_recurrent_layer(
     """
     if x.rank != 3:
         raise ctx.error(layer, f"expects a 3D input [batch, time, features], got rank {x.rank}")
-    widths = [c.units for c in cells for _ in c.state_kinds]
+    widths = [w for c in cells for w in c.state_widths]
     kinds = kinds or state_names(cells)
     inputs = [ctx.state_input(layer.name, k, [w]) for k, w in zip(kinds, widths, strict=False)]
     if initial_state:

@@ -14,6 +14,9 @@ class RecurrentOptions:
     go_backwards: bool = False
     stateful: bool = False
     zero_output_for_mask: bool = False
+    # Keras 0.2's rule (seqserve.keras.keras02): every step is computed and output; a masked step's
+    # states are zeroed before the next step (Cell.onnx_mask_keras02).
+    keras02_masking: bool = False
     # Return the sequence in reversed time order (Bidirectional re-aligns its backward layer with
     # the input this way; the fused form folds it into the Gather it already does).
     reverse_output: bool = False
@@ -26,4 +29,5 @@ class RecurrentOptions:
             go_backwards=bool(cfg.get("go_backwards", False)),
             stateful=bool(cfg.get("stateful", False)),
             zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
+            keras02_masking=bool(cfg.get("keras02_masking", False)),
         )

@@ -80,7 +80,7 @@ def scan_form(
 
     sb = b.sub()
     body_states = [sb.name(f"{name}_s{i}") for i in range(len(state_inits))]
-    widths = [c.units for c in cells for _ in c.state_kinds] + ([last_units] if carry_prev else [])
+    widths = [w for c in cells for w in c.state_widths] + ([last_units] if carry_prev else [])
     for s, w in zip(body_states, widths, strict=False):
         sb.add_input(s, FLOAT, [None, w])
     xp_t = sb.name(f"{name}_xp_t")
@@ -90,6 +90,8 @@ def scan_form(
         m_t = sb.name(f"{name}_m_t")
         sb.add_input(m_t, BOOL, [None, 1])
 
+    keras02 = m_t is not None and opts.keras02_masking
+    m_f = sb.op("Cast", [m_t], f"{name}_m_float", to=FLOAT) if keras02 else None
     new_states: list[str] = []
     inp = xp_t
     pos = 0
@@ -102,11 +104,16 @@ def scan_form(
             if bias is not None:
                 inp = sb.op("Add", [inp, b.root.const(bias, f"{cname}_bias")])
         out_states = _step(sb, ctx, cname, cell, inp, body_states[pos : pos + n])
-        new_states.extend(out_states)
         inp = out_states[0]
+        if m_f is not None:
+            out_states = cell.onnx_mask_keras02(sb, cname, out_states, m_f)
+        new_states.extend(out_states)
         pos += n
     out = inp
-    if m_t is not None:
+    if keras02:
+        if carry_prev:  # the last output as computed, masked or not
+            new_states.append(out)
+    elif m_t is not None:
         new_states = [sb.op("Where", [m_t, s, old]) for s, old in zip(new_states, body_states, strict=False)]
         if carry_prev:
             out = sb.op("Where", [m_t, out, body_states[-1]], f"{name}_out")
