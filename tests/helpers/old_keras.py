@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
+from seqserve.errors import ExportError
 from seqserve.export import export_model
 from seqserve.store.signature import Signature
 
@@ -51,3 +53,13 @@ def _run(
 def _difference(got: np.ndarray, want: np.ndarray) -> float:
     assert got.shape == want.shape, (got.shape, want.shape)
     return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+
+
+def refusal(store: Path, src: Path, weights: Path | None) -> str:
+    """The one-line ExportError exporting `src` raises; it names the file, and the store gets nothing."""
+    with pytest.raises(ExportError) as refused:
+        export_model(src, "bad", store=store, progress=False, weights=weights)
+    message = str(refused.value)
+    assert "\n" not in message and str(src) in message, message
+    assert not (store / "bad").exists()
+    return message
