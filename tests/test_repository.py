@@ -166,6 +166,23 @@ def test_failed_loads_change_nothing(explicit: RunningServer, store: Path) -> No
     assert client.infer("lstm", [_x()]).get_response()["model_version"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "words"),
+    [
+        ("/v2/repository/models/lstm/load", b"[" * 100_000, "nested too deeply"),
+        ("/v2/repository/index", b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "nested too deeply"),
+        ("/v2/repository/models/lstm/unload", b"{not json", "not valid JSON"),
+        ("/v2/repository/models/lstm/load", b"[1]", "must be a JSON object"),
+    ],
+    ids=["deep load", "deep index", "malformed", "not an object"],
+)
+def test_bad_json_bodies_are_400_naming_the_problem(
+    explicit: RunningServer, path: str, body: bytes, words: str
+) -> None:
+    answer = httpx.post(f"http://{explicit.http_url}{path}", content=body, timeout=30)
+    assert answer.status_code == 400 and words in answer.json()["error"], answer.text[:300]
+
+
 def test_sessions_finish_on_an_unloaded_model(explicit: RunningServer) -> None:
     client = triton.InferenceServerClient(explicit.http_url)
     first = client.infer("lstm", [_x()], sequence_id=5, sequence_start=True).as_numpy("last")

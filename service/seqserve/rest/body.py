@@ -4,7 +4,9 @@ client compressed it (`Content-Encoding`, seqserve.rest.compression)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 
@@ -18,6 +20,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body of a Starlette request, inflated; see `read_limited`."""
     headers = request.headers
     return await read_limited(request.stream(), headers.get("content-length"), limit, headers.get("content-encoding"))
+
+
+async def read_json_object(request: Request, limit: int, what: str) -> dict[str, Any]:
+    """The request's body as a JSON object, `what` naming the call in errors; an empty body is `{}`."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise InvalidInput(f"{what}: the body is JSON nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise InvalidInput(f"{what}: the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{what}: the body must be a JSON object, not {type(body).__name__}")
+    return body
 
 
 async def read_limited(

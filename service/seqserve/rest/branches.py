@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 from seqserve.dataplane import DataPlane
 from seqserve.errors import InvalidInput
 from seqserve.rest.auth import owner_of
-from seqserve.rest.body import read_body
+from seqserve.rest.body import read_json_object
 from seqserve.rest.openapi import ERRORS, SESSION_ANSWER
 from seqserve.rest.sessions import session_response
 
@@ -51,7 +51,7 @@ def branches_router(dataplane: DataPlane) -> APIRouter:
 
     @router.post("/{name}/sessions/{session_id}/fork", openapi_extra=_FORK_IN, responses={200: _FORKS_OUT, **ERRORS})
     async def fork(request: Request, name: str, session_id: str, id_type: str | None = None) -> Response:
-        body = await _fields(request, {"count", "step"})
+        body = await _fields(request, {"count", "step"}, "fork")
         forks = await dataplane.session_api.fork(
             name, _sequence_id(session_id, id_type), body.get("count", 1), body.get("step"), owner_of(request.scope)
         )
@@ -71,7 +71,7 @@ def branches_router(dataplane: DataPlane) -> APIRouter:
         "/{name}/sessions/{session_id}/rewind", openapi_extra=_REWIND_IN, responses={200: SESSION_ANSWER, **ERRORS}
     )
     async def rewind(request: Request, name: str, session_id: str, id_type: str | None = None) -> Response:
-        body = await _fields(request, {"step"})
+        body = await _fields(request, {"step"}, "rewind")
         if "step" not in body:
             raise InvalidInput("'step' is required: the body is {\"step\": k}, the step to rewind to")
         info = await dataplane.session_api.rewind(
@@ -82,17 +82,9 @@ def branches_router(dataplane: DataPlane) -> APIRouter:
     return router
 
 
-async def _fields(request: Request, known: set[str]) -> dict[str, Any]:
-    """The body's JSON object (an empty body: no fields); InvalidInput for anything else."""
-    raw = await read_body(request, _MAX_BODY_BYTES)
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
-        raise InvalidInput(f"the body must be JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}")
+async def _fields(request: Request, known: set[str], what: str) -> dict[str, Any]:
+    """The body's JSON object (an empty body: no fields), holding only `known` fields."""
+    body = await read_json_object(request, _MAX_BODY_BYTES, what)
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidInput(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {sorted(known)}")

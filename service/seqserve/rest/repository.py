@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -13,7 +12,7 @@ from seqserve.dataplane import DataPlane
 from seqserve.errors import InvalidInput
 from seqserve.repository import decode_file
 from seqserve.rest.auth import owner_of
-from seqserve.rest.body import read_body
+from seqserve.rest.body import read_json_object
 
 
 def repository_router(dataplane: DataPlane, max_request_bytes: int) -> APIRouter:
@@ -21,7 +20,7 @@ def repository_router(dataplane: DataPlane, max_request_bytes: int) -> APIRouter
 
     @router.post("/index")
     async def index(request: Request) -> JSONResponse:
-        body = await _json_body(request, max_request_bytes, "index")
+        body = await read_json_object(request, max_request_bytes, "index")
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput(f"index: 'ready' must be true or false, got {ready!r}")
@@ -30,7 +29,7 @@ def repository_router(dataplane: DataPlane, max_request_bytes: int) -> APIRouter
     @router.post("/models/{name}/load")
     async def load(name: str, request: Request) -> Response:
         dataplane.auth.require_model_control(owner_of(request.scope))
-        parameters = _parameters(await _json_body(request, max_request_bytes, f"load of model '{name}'"), name)
+        parameters = _parameters(await read_json_object(request, max_request_bytes, f"load of model '{name}'"), name)
         config = parameters.pop("config", None)
         if config is not None and not isinstance(config, str):
             raise InvalidInput(f"load of model '{name}': parameter 'config' must be a string of JSON")
@@ -41,7 +40,7 @@ def repository_router(dataplane: DataPlane, max_request_bytes: int) -> APIRouter
     @router.post("/models/{name}/unload")
     async def unload(name: str, request: Request) -> Response:
         dataplane.auth.require_model_control(owner_of(request.scope))
-        parameters = _parameters(await _json_body(request, max_request_bytes, f"unload of model '{name}'"), name)
+        parameters = _parameters(await read_json_object(request, max_request_bytes, f"unload of model '{name}'"), name)
         # No model here depends on another (no ensembles), so unload_dependents changes nothing.
         dependents = parameters.pop("unload_dependents", False)
         if not isinstance(dependents, bool) or parameters:
@@ -50,20 +49,6 @@ def repository_router(dataplane: DataPlane, max_request_bytes: int) -> APIRouter
         return JSONResponse({})  # an empty object, as the documented JSON answer
 
     return router
-
-
-async def _json_body(request: Request, limit: int, what: str) -> dict[str, Any]:
-    """The request's JSON object; an empty body is an empty object (tritonclient sends one to index)."""
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"{what}: the body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput(f"{what}: the body must be a JSON object")
-    return body
 
 
 def _parameters(body: dict[str, Any], name: str) -> dict[str, Any]:
