@@ -5,27 +5,27 @@ Binary, not JSON: the bytes go as they are (float32 stays exact, and nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-HEADER_LENGTH = "inference-header-content-length"
+from seqserve.datatypes import V2_DATATYPES, to_numpy_dtype, to_v2_datatype
+from seqserve.errors import InvalidInput
+from seqserve.rest.binary_extension import HEADER_LENGTH
 
-_DATATYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}  # fmt: skip
-_NAMES = {np.dtype(t): name for name, t in _DATATYPES.items()}
+# Numbers only: BYTES tensors are not sent in the binary layout this client writes.
+_NUMERIC_KINDS = "biuf"
 
 
 def datatype_of(array: np.ndarray) -> str:
-    try:
-        return _NAMES[array.dtype]
-    except KeyError:
-        raise TypeError(f"arrays of dtype {array.dtype} have no V2 datatype; use one of {sorted(_DATATYPES)}") from None
+    if array.dtype.kind in _NUMERIC_KINDS:
+        with contextlib.suppress(InvalidInput):
+            return to_v2_datatype(array.dtype)
+    numeric = [name for name in V2_DATATYPES if name != "BYTES"]
+    raise TypeError(f"arrays of dtype {array.dtype} have no V2 datatype; use one of {numeric}")
 
 
 def encode_request(
@@ -53,7 +53,7 @@ def decode_response(content: bytes, header_length: str | None) -> tuple[dict[str
     head = json.loads(content[:size])
     tensors, offset = {}, size
     for tensor in head.get("outputs", []):
-        dtype = np.dtype(_DATATYPES[tensor["datatype"]])
+        dtype = to_numpy_dtype(tensor["datatype"])
         binary = tensor.get("parameters", {}).get("binary_data_size")
         if binary is None:
             array = np.asarray(tensor["data"], dtype=dtype)
