@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pydantic_core
@@ -28,7 +29,7 @@ def encode_response(request: InferRequest, response: InferResponse) -> tuple[byt
     """The body and headers of a V2 REST response; outputs asked for as binary go after the JSON.
 
     JSON data is encoded in pieces of JSON_PIECE_ELEMENTS values: each piece's C calls are short,
-    so a large answer encoded on a thread (`encodes_long`) leaves the GIL, and so the event loop,
+    so a large answer encoded on a thread (`encode_answer`) leaves the GIL, and so the event loop,
     free between pieces. The text is the same as encoding the whole list at once.
     """
     binary_default = bool(request.parameters.get(BINARY_DATA_OUTPUT, False))
@@ -59,9 +60,12 @@ def encode_response(request: InferRequest, response: InferResponse) -> tuple[byt
     return b"".join([*parts, *blobs]), {"content-type": BINARY_TYPE, HEADER_LENGTH: str(head_length)}
 
 
-def encodes_long(response: InferResponse) -> bool:
-    """Whether encoding the answer takes long enough (~10 ms and up) to do it off the event loop."""
-    return sum(tensor.data.size for tensor in response.outputs) > INLINE_ELEMENTS
+async def encode_answer(request: InferRequest, response: InferResponse) -> tuple[bytes, dict[str, str]]:
+    """`encode_response`, on a thread when the answer is large enough (~10 ms and up to encode)
+    to hold the event loop."""
+    if sum(tensor.data.size for tensor in response.outputs) > INLINE_ELEMENTS:
+        return await asyncio.to_thread(encode_response, request, response)
+    return encode_response(request, response)
 
 
 def _json(value: Any) -> bytes:

@@ -9,7 +9,6 @@ OpenAPI entries are added by `seqserve.rest.openapi`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,7 @@ from seqserve.rest.binary_extension import HEADER_LENGTH
 from seqserve.rest.body import read_limited
 from seqserve.rest.compression import answer_encoding, compress, compressed_headers
 from seqserve.rest.decode_offload import BodyDecoder, DecodeFailed
-from seqserve.rest.encode import encode_response, encodes_long
+from seqserve.rest.encode import encode_answer
 from seqserve.rest.error_handlers import error_response, seqserve_error_response, unexpected_error_message
 from seqserve.rest.openapi import INFER_PATHS
 
@@ -98,9 +97,7 @@ class InferEndpoint:
         request.owner = owner
         response = await self.dataplane.infer(request)
         try:
-            if encodes_long(response):
-                return await asyncio.to_thread(encode_response, request, response)
-            return encode_response(request, response)
+            return await encode_answer(request, response)
         except SeqserveError as e:
             log_failure(request.id, name, version, e)
             raise

@@ -35,7 +35,7 @@ from seqserve.errors import ModelNotReady, SeqserveError
 from seqserve.inference import InferRequest
 from seqserve.rest.auth import owner_of
 from seqserve.rest.decode_offload import BodyDecoder, DecodeFailed
-from seqserve.rest.encode import encode_response, encodes_long
+from seqserve.rest.encode import encode_answer
 from seqserve.rest.error_handlers import unexpected_error_message
 from seqserve.rest.inference import log_failure
 from seqserve.rest.websocket_messages import (
@@ -199,10 +199,7 @@ class _Socket:
         try:
             response = await self.endpoint.dataplane.infer(request)  # which logs its own failures
             try:
-                if encodes_long(response):  # as REST does: a large JSON answer would hold the event loop
-                    content, headers = await asyncio.to_thread(encode_response, request, response)
-                else:
-                    content, headers = encode_response(request, response)
+                content, headers = await encode_answer(request, response)
             except SeqserveError as e:
                 log_failure(request.id, self.name, self.version, e)
                 raise
