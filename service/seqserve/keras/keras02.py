@@ -53,7 +53,7 @@ def translate(config: dict[str, Any], path: str) -> keras1.Keras1Model:
         if cls in ONLY_IN_KERAS02:
             new = {"class_name": cls, "config": _keras02_only(cls, cfg, where, first=i == 0)}
         else:
-            new = keras1._entry({"class_name": cls, "config": cfg}, out, first=i == 0)
+            new = keras1.translate_entry({"class_name": cls, "config": cfg}, out, first=i == 0)
         if cls in DEFAULTS:
             new["config"]["keras02_masking"] = True
         translated.append(new)
@@ -63,7 +63,7 @@ def translate(config: dict[str, Any], path: str) -> keras1.Keras1Model:
 
 def _keras02_only(cls: str, cfg: dict[str, Any], where: str, first: bool) -> dict[str, Any]:
     """SimpleDeepRNN / JZS1-3 in the Keras 2 form of a recurrent layer (units, activations...)."""
-    new = keras1._config("SimpleRNN", cfg, where, first)  # the shape, units and return_sequences logic
+    new = keras1.translate_config("SimpleRNN", cfg, where, first)  # the shape, units and return_sequences logic
     new["recurrent_activation"] = cfg["inner_activation"]
     if cls == "SimpleDeepRNN":
         depth = cfg.get("depth", 3)

@@ -142,7 +142,7 @@ def translate(config: Any, path: str) -> Keras1Model:
             raise ExportError(f"{path}: Keras 1 Sequential model has no layers")
         layers = []
         for i, entry in enumerate(body):
-            layers.append(_entry(entry, out, first=i == 0))
+            layers.append(translate_entry(entry, out, first=i == 0))
         out.config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
         return out
     if cls == "Model":
@@ -150,7 +150,7 @@ def translate(config: Any, path: str) -> Keras1Model:
             raise ExportError(f"{path}: Keras 1 functional model has no layers")
         layers = []
         for entry in body["layers"]:
-            new = _entry(entry, out, first=False)
+            new = translate_entry(entry, out, first=False)
             new["name"] = new["config"]["name"]
             new["inbound_nodes"] = entry.get("inbound_nodes") or []
             layers.append(new)
@@ -159,7 +159,8 @@ def translate(config: Any, path: str) -> Keras1Model:
     raise ExportError(f"{path}: top-level class {cls!r} is not a Keras 1 Sequential or Model")
 
 
-def _entry(entry: Any, out: Keras1Model, first: bool) -> dict[str, Any]:
+def translate_entry(entry: Any, out: Keras1Model, first: bool) -> dict[str, Any]:
+    """One Keras 1 layer entry in the Keras 2 form, its translated layer recorded in `out`."""
     if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
         raise ExportError(f"{out.path}: malformed layer entry {str(entry)[:80]!r}")
     cls, cfg = str(entry.get("class_name")), entry["config"]
@@ -167,9 +168,9 @@ def _entry(entry: Any, out: Keras1Model, first: bool) -> dict[str, Any]:
     where = f"{out.path}: layer {name!r}"
     if cls not in LAYER_CLASSES:
         raise ExportError(f"{where}: class {cls!r} is not a layer seqserve can export from this Keras version")
-    new = _config(cls, {**cfg, "name": name}, where, first)
+    new = translate_config(cls, {**cfg, "name": name}, where, first)
     if cls == "TimeDistributed":
-        inner = _entry(cfg.get("layer"), Keras1Model({}, out.path), first=False)
+        inner = translate_entry(cfg.get("layer"), Keras1Model({}, out.path), first=False)
         if inner["class_name"] != "Dense":
             raise ExportError(f"{where}: TimeDistributed({inner['class_name']}) is not supported")
         new["layer"] = inner
@@ -179,7 +180,8 @@ def _entry(entry: Any, out: Keras1Model, first: bool) -> dict[str, Any]:
     return {"class_name": cls, "config": new}
 
 
-def _config(cls: str, cfg: dict[str, Any], where: str, first: bool) -> dict[str, Any]:
+def translate_config(cls: str, cfg: dict[str, Any], where: str, first: bool) -> dict[str, Any]:
+    """A Keras 1 layer config in Keras 2 keys (`first`: the model's first layer, which carries the input shape)."""
     new: dict[str, Any] = {"name": cfg["name"], "trainable": bool(cfg.get("trainable", True))}
     shape = cfg.get("batch_input_shape")
     if shape is None and first and cls == "Dense" and cfg.get("input_dim"):
