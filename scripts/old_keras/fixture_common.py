@@ -79,3 +79,18 @@ def write_json(path, config):
 def zlib_seed(name):
     """A seed for np.random (Keras' own initializers draw from it) from the fixture's name."""
     return zlib.crc32(name.encode()) % (2**31)
+
+
+def padded_ids(rng, padding):
+    """Token ids: row 0 padded, row 1 full length with a zero inside (shows each generation's masking rule)."""
+    ids = token_ids(rng, [2, STEPS], padding=padding)
+    ids[1, 1] = 0
+    return [ids]
+
+
+def zero_padded_sequence(rng):
+    """A sequence whose row 0 is zero-padded at the front and row 1 at the back (for Masking)."""
+    x = sequence(rng)
+    x[0, :2] = 0.0
+    x[1, -1] = 0.0
+    return [x]

@@ -110,20 +110,6 @@ def fixture(name, description, layers, x=None, stateful=False):
     save(name, model, description, x, stateful)
 
 
-def padded_ids(rng, padding):
-    # row 0 padded, row 1 full length with a zero inside: shows each generation's masking rule
-    ids = fx.token_ids(rng, [2, fx.STEPS], padding=padding)
-    ids[1, 1] = 0
-    return [ids]
-
-
-def zero_padded_sequence(rng):
-    x = fx.sequence(rng)
-    x[0, :2] = 0.0  # front padding
-    x[1, -1] = 0.0  # back padding
-    return [x]
-
-
 def keras02_fixtures():
     F, U = fx.FEATURES, fx.UNITS
     deep_steps = 6
@@ -210,31 +196,31 @@ def keras02_fixtures():
         "embedding_mask_lstm_pre",
         "Embedding(6, 3, mask_zero=True) -> LSTM(5, seq); front padding, row 1 has a zero inside",
         lambda: [Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True), LSTM(U, return_sequences=True)],
-        lambda rng: padded_ids(rng, "pre"),
+        lambda rng: fx.padded_ids(rng, "pre"),
     )
     fixture(
         "embedding_mask_gru_post",
         "Embedding(6, 3, mask_zero=True) -> GRU(5, seq); back padding, row 1 has a zero inside",
         lambda: [Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True), GRU(U, return_sequences=True)],
-        lambda rng: padded_ids(rng, "post"),
+        lambda rng: fx.padded_ids(rng, "post"),
     )
     fixture(
         "embedding_mask_simple_deep_rnn3",
         "Embedding(mask_zero) -> SimpleDeepRNN(5, depth=3, seq); front padding, row 1 has a zero inside",
         lambda: [Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True), SimpleDeepRNN(U, depth=3, return_sequences=True)],
-        lambda rng: padded_ids(rng, "pre"),
+        lambda rng: fx.padded_ids(rng, "pre"),
     )
     fixture(
         "embedding_mask_jzs1_last",
         "Embedding(mask_zero) -> JZS1(5), last; front padding",
         lambda: [Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True), JZS1(U)],
-        lambda rng: padded_ids(rng, "pre"),
+        lambda rng: fx.padded_ids(rng, "pre"),
     )
     fixture(
         "masking_simple_rnn",
         "Masking(0.) -> SimpleRNN(5, seq); row 0 front-padded, row 1 back-padded",
         lambda: [Masking(0.0, input_shape=(None, F)), SimpleRNN(U, return_sequences=True)],
-        zero_padded_sequence,
+        fx.zero_padded_sequence,
     )
     fixture(
         "unsupported_custom_activation",
@@ -329,19 +315,19 @@ def keras03_fixtures():
         "embedding_mask_lstm_pre",
         "Embedding(6, 3, mask_zero=True) -> LSTM(5, seq); front padding, row 1 has a zero inside",
         lambda: [Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True), LSTM(U, return_sequences=True)],
-        lambda rng: padded_ids(rng, "pre"),
+        lambda rng: fx.padded_ids(rng, "pre"),
     )
     fixture(
         "embedding_mask_gru_post_backwards",
         "Embedding(mask_zero) -> GRU(5, go_backwards, seq); back padding",
         lambda: [Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True), GRU(U, go_backwards=True, return_sequences=True)],
-        lambda rng: padded_ids(rng, "post"),
+        lambda rng: fx.padded_ids(rng, "post"),
     )
     fixture(
         "masking_simple_rnn",
         "Masking(0.) -> SimpleRNN(5, seq); row 0 front-padded, row 1 back-padded",
         lambda: [Masking(0.0, input_shape=(T, F)), SimpleRNN(U, return_sequences=True)],
-        zero_padded_sequence,
+        fx.zero_padded_sequence,
     )
     fixture(
         "unsupported_custom_activation",

@@ -108,19 +108,6 @@ def chunks(rng):
     return [fx.sequence(rng) for _ in range(fx.CALLS)]
 
 
-def padded_ids(rng, padding):
-    ids = fx.token_ids(rng, [2, fx.STEPS], padding=padding)
-    ids[1, 1] = 0  # a zero inside row 1
-    return [ids]
-
-
-def zero_padded_sequence(rng):
-    x = fx.sequence(rng)
-    x[0, :2] = 0.0  # front padding
-    x[1, -1] = 0.0  # back padding
-    return [x]
-
-
 def functional_lstm():
     inputs = Input(shape=(fx.STEPS, fx.FEATURES), name="x")
     hidden = LSTM(fx.UNITS, return_sequences=True, consume_less="gpu", name="encoder")(inputs)
@@ -175,7 +162,7 @@ def main():
         "masking_lstm",
         "Masking(0.) -> LSTM(5, seq); row 0 front-padded, row 1 back-padded",
         lambda: sequential(Masking(0.0, input_shape=(T, F)), LSTM(U, return_sequences=True)),
-        zero_padded_sequence,
+        fx.zero_padded_sequence,
     )
     fixture(
         "masking_gru_gpu_go_backwards",
@@ -183,13 +170,13 @@ def main():
         lambda: sequential(
             Masking(0.0, input_shape=(T, F)), GRU(U, consume_less="gpu", go_backwards=True, return_sequences=True)
         ),
-        zero_padded_sequence,
+        fx.zero_padded_sequence,
     )
     fixture(
         "masking_simple_rnn_last",
         "Masking(0.) -> SimpleRNN(5), last",
         lambda: sequential(Masking(0.0, input_shape=(T, F)), SimpleRNN(U)),
-        zero_padded_sequence,
+        fx.zero_padded_sequence,
     )
     fixture(
         "embedding_mask_lstm_pre",
@@ -197,13 +184,13 @@ def main():
         lambda: sequential(
             Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True, input_length=T), LSTM(U, return_sequences=True)
         ),
-        lambda rng: padded_ids(rng, "pre"),
+        lambda rng: fx.padded_ids(rng, "pre"),
     )
     fixture(
         "embedding_mask_gru_post_last",
         "Embedding(mask_zero) -> GRU(5), last; back padding",
         lambda: sequential(Embedding(fx.VOCAB, fx.EMBED_DIM, mask_zero=True, input_length=T), GRU(U)),
-        lambda rng: padded_ids(rng, "post"),
+        lambda rng: fx.padded_ids(rng, "post"),
     )
     fixture(
         "simple_rnn_stateful",
