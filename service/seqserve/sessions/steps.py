@@ -97,15 +97,16 @@ def request_digest(inputs: Sequence[Tensor], end: bool) -> bytes:
 class SequenceStep:
     """One request of a sequence, from its load to its save (the module docstring gives the order)."""
 
-    __slots__ = ("store", "key", "control", "model", "previous", "request", "started_from")
+    __slots__ = ("store", "key", "control", "model", "previous", "request", "start")
 
     def __init__(
         self, store: StateStore, key: str, control: SequenceControl, model: str, previous: SessionState | None
     ) -> None:
         self.store, self.key, self.control, self.model, self.previous = store, key, control, model, previous
         self.request: bytes | None = None  # the digest of a numbered step's request (`replay`)
-        # The states this step ran from, as the session's history keeps them (`states`).
-        self.started_from: KeptState | None = None
+        # (step, batch size, states by name) when this step ran from new states, not its previous
+        # record's (`states`); made into a history entry only when the model keeps history (`save`).
+        self.start: tuple[int, int, dict[str, np.ndarray]] | None = None
 
     @classmethod
     async def begin(
@@ -180,16 +181,21 @@ class SequenceStep:
             states = zero_states(batch_size)
             states.update(validate_states(signature, seeded, batch_size))
             step = 0 if previous is None else previous.step
-            by_name = {spec.name: states[spec.input] for spec in signature.states}
-            self.started_from = KeptState(step, batch_size, by_name)
+            self.start = (step, batch_size, {spec.name: states[spec.input] for spec in signature.states})
             return states
         if batch_size != previous.batch_size:
             raise InvalidInput(
                 f"{self.control.describe()} has batch size {previous.batch_size} (set by its first request), "
                 f"this request has {batch_size}"
             )
-        self.started_from = previous.kept
         return {spec.input: previous.states[spec.name] for spec in signature.states}
+
+    def _started_from(self) -> KeptState:
+        """The states this step ran from, as the session's history keeps them."""
+        if self.start is not None:
+            return KeptState(*self.start)
+        assert self.previous is not None  # a continuing step (`states`)
+        return self.previous.kept
 
     async def save(
         self,
@@ -234,8 +240,8 @@ class SequenceStep:
         # it is answered again rather than told the sequence has ended.
         outputs = {spec.name: results[spec.name] for spec in signature.outputs} if control.step is not None else None
         history: History = ()
-        if limits.history > 0 and not control.end and self.started_from is not None:
-            history = extended(self.previous.history if self.previous else (), self.started_from, limits.history)
+        if limits.history > 0 and not control.end:
+            history = extended(self.previous.history if self.previous else (), self._started_from(), limits.history)
         record = SessionState(
             model=self.model,
             version=version,
